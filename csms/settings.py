@@ -1,0 +1,135 @@
+"""satwatt's one settings object.
+
+Every setting comes from an environment variable with the prefix ``CSMS_`` (``CSMS_DATABASE_URL``...),
+optionally from a dotenv-style file named by ``CSMS_CONFIG_FILE``; the environment wins over the file.
+Settings are validated once, at start-up: :func:`load_settings` raises :class:`SettingsError` whose
+message names every bad setting by its environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CSMS_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it by its environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path("./satwatt-data"),
+        description="Where the SQLite file, keys and generated credentials live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL: sqlite+aiosqlite:///path.db (default: a file in the data directory) "
+        "or postgresql+asyncpg://user@host/db.",
+    )
+    auto_migrate: bool | None = Field(
+        default=None,
+        description="Run the database migrations at start-up (default: yes on SQLite, no on PostgreSQL).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The operator's bearer key for the REST API; generated on first start when unset.",
+    )
+    allow_unknown_chargers: bool = Field(
+        default=False, description="Accept OCPP connections from charger ids that are not registered."
+    )
+    accept_unknown_id_tags: bool = Field(
+        default=False, description="Authorize id tags that are not registered (testing only)."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the HTTP/WebSocket server binds to.")
+    port: int = Field(default=8180, ge=0, le=65535, description="Port of the HTTP/WebSocket server.")
+    public_url: str | None = Field(
+        default=None, description="How chargers and browsers reach this server, when behind a proxy."
+    )
+    tls_cert: Path | None = Field(default=None, description="PEM certificate: serve wss:// and https://.")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
+    ocpp_max_message_bytes: int = Field(
+        default=65536,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest OCPP-J frame accepted; larger frames are refused with a CALLERROR.",
+    )
+    ocpp_call_timeout_s: int = Field(
+        default=30, ge=1, le=600, description="How long satwatt waits for a charger's answer to a call."
+    )
+    heartbeat_interval_s: int = Field(
+        default=300, ge=10, le=86400, description="Heartbeat interval given to chargers at boot."
+    )
+    meter_sample_interval_s: int = Field(
+        default=10, ge=1, le=3600, description="Meter sample interval configured on chargers at boot."
+    )
+    ocpp_ping_interval_s: int = Field(
+        default=30, ge=0, le=3600, description="WebSocket ping interval (0 disables pings)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                f"(got a URL with scheme {value.split(':', 1)[0]!r})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("CSMS_TLS_CERT and CSMS_TLS_KEY must be set together")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'satwatt.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+def _describe(error: dict[str, object]) -> str:
+    location = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+    name = f"{ENV_PREFIX}{location[0].upper()}" if location else "settings"
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{name}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; raise SettingsError naming every bad one."""
+    config_file = os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+    if config_file and not Path(config_file).is_file():
+        raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE: file {config_file} does not exist")
+    try:
+        return Settings(_env_file=config_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = [_describe(dict(error)) for error in exc.errors()]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
