@@ -1,0 +1,51 @@
+"""Lightning backends: one :class:`Backend` interface; ``lnd`` (gRPC) and ``simnet`` (simulated LND)."""
+
+from lightning.backend import (
+    DEFAULT_HOLD_CLTV_EXPIRY,
+    DEFAULT_INVOICE_EXPIRY_S,
+    Backend,
+    BackendHealth,
+    Invoice,
+    InvoiceCursor,
+    InvoiceState,
+    NodeInfo,
+    PaymentResult,
+    PaymentStatus,
+)
+from lightning.errors import (
+    BackendUnavailable,
+    DuplicateInvoice,
+    InvalidRequest,
+    InvoiceAlreadyCanceled,
+    InvoiceAlreadySettled,
+    InvoiceNotFound,
+    InvoiceStillOpen,
+    LightningError,
+    PaymentFailed,
+    PaymentInFlight,
+    PermissionDenied,
+)
+
+__all__ = [
+    "DEFAULT_HOLD_CLTV_EXPIRY",
+    "DEFAULT_INVOICE_EXPIRY_S",
+    "Backend",
+    "BackendHealth",
+    "BackendUnavailable",
+    "DuplicateInvoice",
+    "InvalidRequest",
+    "Invoice",
+    "InvoiceAlreadyCanceled",
+    "InvoiceAlreadySettled",
+    "InvoiceCursor",
+    "InvoiceNotFound",
+    "InvoiceState",
+    "InvoiceStillOpen",
+    "LightningError",
+    "NodeInfo",
+    "PaymentFailed",
+    "PaymentInFlight",
+    "PaymentResult",
+    "PaymentStatus",
+    "PermissionDenied",
+]

@@ -1,0 +1,223 @@
+"""The embeddable simnet: a gRPC+TLS server speaking LND's API for several simulated nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import grpc
+
+from lightning.simnet import macaroons
+from lightning.simnet.network import DEFAULT_NODES, Faults, FeePolicy, Network, NodeSpec
+from lightning.simnet.server import ERR_STARTING_UP, ERR_UNAVAILABLE, add_services
+from lightning.simnet.store import Store
+from lightning.simnet.tls import ensure_tls_cert
+
+log = logging.getLogger("lightning.simnet")
+
+MACAROON_KINDS = tuple(macaroons.MACAROON_KINDS)  # admin, invoice, readonly
+
+
+@dataclass(frozen=True)
+class NodeFiles:
+    name: str
+    pubkey: str
+    admin_macaroon: Path
+    invoice_macaroon: Path
+    readonly_macaroon: Path
+
+
+class Simnet:
+    """A simulated Lightning network behind one TLS gRPC port.
+
+    Files under ``data_dir``: ``tls.cert`` / ``tls.key``, ``simnet.db`` (state, kept across
+    restarts) and ``<node>/{admin,invoice,readonly}.macaroon`` (raw V2 macaroons, as LND writes).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        host: str = "127.0.0.1",
+        port: int = 10009,
+        nodes: list[NodeSpec] | tuple[NodeSpec, ...] = DEFAULT_NODES,
+        fees: FeePolicy | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self._requested_port = port
+        self.port = port
+        self._specs = tuple(nodes)
+        self._fees = fees or FeePolicy()
+        self.faults = faults or Faults()
+        self._seed = seed
+        self._server: grpc.aio.Server | None = None
+        self._store: Store | None = None
+        self.network: Network | None = None
+        self._restore_task: asyncio.Task[None] | None = None
+
+    # ---- paths ---------------------------------------------------------------------------------
+    @property
+    def tls_cert_path(self) -> Path:
+        return self.data_dir / "tls.cert"
+
+    @property
+    def tls_key_path(self) -> Path:
+        return self.data_dir / "tls.key"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def macaroon_path(self, node: str, kind: str = "admin") -> Path:
+        if kind not in MACAROON_KINDS:
+            raise ValueError(f"unknown macaroon kind {kind!r}; one of {MACAROON_KINDS}")
+        return self.data_dir / node / f"{kind}.macaroon"
+
+    def node_files(self) -> list[NodeFiles]:
+        net = self._net()
+        return [
+            NodeFiles(
+                name=n.name,
+                pubkey=n.pubkey,
+                admin_macaroon=self.macaroon_path(n.name, "admin"),
+                invoice_macaroon=self.macaroon_path(n.name, "invoice"),
+                readonly_macaroon=self.macaroon_path(n.name, "readonly"),
+            )
+            for n in net.nodes.values()
+        ]
+
+    def lndconnect_uri(self, node: str, kind: str = "admin") -> str:
+        """``lndconnect://host:port?cert=<base64url DER>&macaroon=<base64url>`` for one node."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        der = x509.load_pem_x509_certificate(self.tls_cert_path.read_bytes()).public_bytes(Encoding.DER)
+        mac = self.macaroon_path(node, kind).read_bytes()
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        return f"lndconnect://{self.address}?cert={quote(b64(der))}&macaroon={quote(b64(mac))}"
+
+    def _net(self) -> Network:
+        if self.network is None:
+            raise RuntimeError("simnet not started")
+        return self.network
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_tls_cert(self.tls_cert_path, self.tls_key_path, (self.host,))
+        self._store = Store(self.data_dir / "simnet.db")
+        self.network = Network(self._store, self._specs, self._fees, self.faults, self._seed)
+        self._write_macaroons()
+        self.network.start()
+        await self._start_server()
+        log.info("simnet listening on %s (tls cert %s)", self.address, self.tls_cert_path)
+
+    async def _start_server(self) -> None:
+        cert_pem = self.tls_cert_path.read_bytes()
+        key_pem = self.tls_key_path.read_bytes()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        add_services(server, self._net())
+        creds = grpc.ssl_server_credentials([(key_pem, cert_pem)])
+        bound = server.add_secure_port(f"{self.host}:{self.port}", creds)
+        if bound == 0:
+            raise OSError(f"simnet cannot bind {self.host}:{self.port}")
+        self.port = bound
+        await server.start()
+        self._server = server
+
+    async def _stop_server(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            if self.network is not None:
+                self.network.abort_streams(grpc.StatusCode.UNAVAILABLE, "simnet shutting down")
+            await server.stop(grace=None)
+
+    async def stop(self) -> None:
+        if self._restore_task is not None:
+            self._restore_task.cancel()
+            self._restore_task = None
+        await self._stop_server()
+        if self.network is not None:
+            await self.network.stop()
+            self.network = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def __aenter__(self) -> Simnet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _write_macaroons(self) -> None:
+        for node in self._net().nodes.values():
+            for kind, perms in macaroons.MACAROON_KINDS.items():
+                path = self.macaroon_path(node.name, kind)
+                if path.exists():
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(macaroons.bake(node.name, node.row.root_key, perms))
+                os.chmod(path, 0o600)
+
+    # ---- fault injection -----------------------------------------------------------------------
+    @property
+    def is_serving(self) -> bool:
+        return self._server is not None
+
+    async def begin_outage(self) -> None:
+        """Close the port (clients see UNAVAILABLE / connection refused), keeping all state."""
+        await self._stop_server()
+
+    async def end_outage(self) -> None:
+        if self._server is None:
+            await self._start_server()
+
+    async def outage(self, seconds: float) -> None:
+        """A full outage for ``seconds``, restored in the background."""
+        await self.begin_outage()
+
+        async def restore() -> None:
+            await asyncio.sleep(seconds)
+            await self.end_outage()
+
+        self._restore_task = asyncio.get_running_loop().create_task(restore())
+
+    def set_unavailable(self, on: bool) -> None:
+        """Keep the port open but answer every RPC with UNAVAILABLE (and break open streams)."""
+        self.faults.unavailable = on
+        if on and self.network is not None:
+            self.network.abort_streams(grpc.StatusCode.UNAVAILABLE, ERR_UNAVAILABLE)
+
+    def set_starting_up(self, on: bool) -> None:
+        """LND's start-up phase: every RPC fails with 'RPC server is in the process of starting up'."""
+        self.faults.starting_up = on
+        if on and self.network is not None:
+            self.network.abort_streams(grpc.StatusCode.UNKNOWN, ERR_STARTING_UP)
+
+    def mine_blocks(self, n: int = 1) -> int:
+        return self._net().mine_blocks(n)
+
+    # ---- inspection (tests, admin) ---------------------------------------------------------------
+    def balance_msat(self, node: str) -> int:
+        return self._net().nodes[node].row.balance_msat
+
+    def pubkey(self, node: str) -> str:
+        return self._net().nodes[node].pubkey
