@@ -1,0 +1,238 @@
+"""/api/v1/chargers: the charger registry, its live state, and commands to a charger."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from csms.api.auth import require_operator
+from csms.api.deps import registry_of, service_of
+from csms.api.problems import Problem
+from csms.api.schemas import (
+    ChangeAvailabilityBody,
+    ChargerCreate,
+    ChargerOut,
+    ChargerUpdate,
+    ClearPowerLimitBody,
+    CommandBody,
+    CommandOut,
+    ConnectorOut,
+    DataTransferBody,
+    GetConfigurationBody,
+    RemoteStartBody,
+    RemoteStopBody,
+    ResetBody,
+    SetConfigurationBody,
+    SetPowerLimitBody,
+    TriggerMessageBody,
+    UnlockConnectorBody,
+)
+from csms.charging import commands as cmd
+from csms.charging import control
+from csms.charging.service import ChargingService
+from csms.db.models import Charger, Connector
+from csms.ocpp.registry import ConnectionRegistry
+from csms.security import hash_password
+
+router = APIRouter(prefix="/api/v1/chargers", tags=["chargers"], dependencies=[Depends(require_operator)])
+
+Service = Annotated[ChargingService, Depends(service_of)]
+Registry = Annotated[ConnectionRegistry, Depends(registry_of)]
+
+
+def charger_out(charger: Charger, connectors: list[Connector], registry: ConnectionRegistry) -> ChargerOut:
+    live = registry.get(charger.id)
+    if live is not None:
+        state = "connected"
+    elif charger.connected_at is None:
+        state = "never_connected"
+    else:
+        state = "disconnected"
+    last = charger.last_message_at
+    if live is not None and (last is None or live.last_message_at > last):
+        last = live.last_message_at
+    return ChargerOut(
+        id=charger.id,
+        registered=charger.registered,
+        password_set=charger.password_hash is not None,
+        lenient=charger.lenient,
+        connection_state=state,
+        protocol=live.version if live is not None else charger.protocol,
+        vendor=charger.vendor,
+        model=charger.model,
+        serial_number=charger.serial_number,
+        firmware_version=charger.firmware_version,
+        booted_at=charger.booted_at,
+        last_message_at=last,
+        connected_at=charger.connected_at,
+        disconnected_at=charger.disconnected_at,
+        remote_address=charger.remote_address,
+        meter_interval_s=charger.meter_interval_s,
+        meter_interval_status=charger.meter_interval_status,
+        created_at=charger.created_at,
+        connectors=[
+            ConnectorOut(
+                connector_id=c.connector_id,
+                plug_id=c.plug_id,
+                status=c.status,
+                error_code=c.error_code,
+                info=c.info,
+                status_at=c.status_at,
+            )
+            for c in sorted(connectors, key=lambda c: c.connector_id)
+        ],
+    )
+
+
+async def _load(service: ChargingService, charger_id: str) -> tuple[Charger, list[Connector]]:
+    async with service.db() as db:
+        charger = await db.get(Charger, charger_id)
+        if charger is None:
+            raise Problem(404, "Charger not found", f"no charger with id {charger_id!r}")
+        connectors = list(await db.scalars(select(Connector).where(Connector.charger_id == charger_id)))
+    return charger, connectors
+
+
+@router.post("", status_code=201, response_model=ChargerOut, summary="Register a charger")
+async def register_charger(
+    body: ChargerCreate, service: Service, registry: Registry, response: Response
+) -> ChargerOut:
+    password_hash = hash_password(body.password) if body.password is not None else None
+    async with service.db() as db:
+        existing = await db.get(Charger, body.id)
+        if existing is not None and existing.registered:
+            raise Problem(409, "Charger already registered", f"a charger with id {body.id!r} exists")
+        if existing is not None:  # it connected before while unknown chargers were allowed
+            existing.registered = True
+            existing.password_hash = password_hash
+            existing.lenient = body.lenient
+        else:
+            db.add(Charger(id=body.id, password_hash=password_hash, lenient=body.lenient, registered=True))
+        try:
+            await db.commit()
+        except IntegrityError:
+            raise Problem(
+                409, "Charger already registered", f"a charger with id {body.id!r} exists"
+            ) from None
+    charger, connectors = await _load(service, body.id)
+    response.headers["Location"] = f"/api/v1/chargers/{body.id}"
+    return charger_out(charger, connectors, registry)
+
+
+@router.get("", response_model=list[ChargerOut], summary="List chargers")
+async def list_chargers(service: Service, registry: Registry) -> list[ChargerOut]:
+    async with service.db() as db:
+        chargers = list(await db.scalars(select(Charger).order_by(Charger.id)))
+        connectors = list(await db.scalars(select(Connector)))
+    by_charger: dict[str, list[Connector]] = {}
+    for connector in connectors:
+        by_charger.setdefault(connector.charger_id, []).append(connector)
+    return [charger_out(c, by_charger.get(c.id, []), registry) for c in chargers]
+
+
+@router.get("/{charger_id}", response_model=ChargerOut, summary="Show one charger")
+async def get_charger(charger_id: str, service: Service, registry: Registry) -> ChargerOut:
+    charger, connectors = await _load(service, charger_id)
+    return charger_out(charger, connectors, registry)
+
+
+@router.patch("/{charger_id}", response_model=ChargerOut, summary="Change a charger's settings")
+async def update_charger(
+    charger_id: str, body: ChargerUpdate, service: Service, registry: Registry
+) -> ChargerOut:
+    if body.password is not None and body.remove_password:
+        raise Problem(
+            422,
+            "Invalid request",
+            "password and remove_password exclude each other",
+            errors=[{"field": "password", "message": "conflicts with remove_password"}],
+        )
+    async with service.db.begin() as db:
+        charger = await db.get(Charger, charger_id)
+        if charger is None:
+            raise Problem(404, "Charger not found", f"no charger with id {charger_id!r}")
+        if body.password is not None:
+            charger.password_hash = hash_password(body.password)
+        if body.remove_password:
+            charger.password_hash = None
+        if body.lenient is not None:
+            charger.lenient = body.lenient
+    charger, connectors = await _load(service, charger_id)
+    return charger_out(charger, connectors, registry)
+
+
+@router.delete("/{charger_id}", status_code=204, summary="Remove a charger and its history")
+async def delete_charger(charger_id: str, service: Service, registry: Registry) -> Response:
+    async with service.db.begin() as db:
+        charger = await db.get(Charger, charger_id)
+        if charger is None:
+            raise Problem(404, "Charger not found", f"no charger with id {charger_id!r}")
+        await db.delete(charger)
+    live = registry.get(charger_id)
+    if live is not None:
+        registry.unregister(live)
+        await live.rpc.close()
+        await live.socket.close(1000, "charger removed")
+    return Response(status_code=204)
+
+
+def _command(body: CommandBody, session_transaction: str | None) -> cmd.Command:
+    match body:
+        case SetPowerLimitBody():
+            return cmd.SetPowerLimit(body.connector_id, body.limit_w, body.profile_id, session_transaction)
+        case ClearPowerLimitBody():
+            return cmd.ClearPowerLimit(body.profile_id, body.connector_id)
+        case GetConfigurationBody():
+            return cmd.GetConfiguration(tuple(body.keys))
+        case SetConfigurationBody():
+            return cmd.SetConfiguration(body.key, body.value)
+        case TriggerMessageBody():
+            return cmd.TriggerMessage(body.message, body.connector_id)
+        case ResetBody():
+            return cmd.Reset(body.hard)
+        case UnlockConnectorBody():
+            return cmd.UnlockConnector(body.connector_id)
+        case ChangeAvailabilityBody():
+            return cmd.ChangeAvailability(body.operative, body.connector_id)
+        case DataTransferBody():
+            return cmd.DataTransfer(body.vendor_id, body.message_id, body.data)
+    raise AssertionError(body)
+
+
+FAILURE_STATUS = {"not_connected": 409, "timeout": 504, "call_error": 502, "invalid": 422}
+
+
+@router.post(
+    "/{charger_id}/commands",
+    response_model=CommandOut,
+    summary="Send a command to a connected charger and return its answer",
+)
+async def send_command(
+    charger_id: str, body: CommandBody, service: Service, registry: Registry
+) -> CommandOut:
+    await _load(service, charger_id)
+    try:
+        if isinstance(body, RemoteStartBody):
+            session, result = await control.remote_start(
+                service, registry, charger_id, body.connector_id, body.power_limit_w
+            )
+            return CommandOut(status=result.status, data=result.data, session_id=session.id)
+        if isinstance(body, RemoteStopBody):
+            result = await control.remote_stop(service, registry, body.session_id)
+            return CommandOut(status=result.status, data=result.data, session_id=body.session_id)
+        transaction = None
+        if isinstance(body, SetPowerLimitBody) and body.session_id is not None:
+            transaction = (await control.running_session(service, body.session_id)).ocpp_transaction_id
+        result = await registry.execute(charger_id, _command(body, transaction))
+        return CommandOut(status=result.status, data=result.data)
+    except control.SessionNotFound as exc:
+        raise Problem(404, "Session not found", f"no session with id {exc}") from None
+    except control.SessionNotRunning as exc:
+        raise Problem(409, "Session not running", f"session {exc} has no running transaction") from None
+    except cmd.CommandFailed as exc:
+        raise Problem(
+            FAILURE_STATUS.get(exc.reason, 502), "Command failed", str(exc), reason=exc.reason
+        ) from None

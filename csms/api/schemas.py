@@ -1,0 +1,202 @@
+"""The REST API's request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+CHARGER_ID_PATTERN = r"^[A-Za-z0-9._~\-@#*+]{1,48}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChargerCreate(Strict):
+    id: str = Field(pattern=CHARGER_ID_PATTERN, description="The charge point id in the OCPP URL.")
+    password: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=64,
+        description="HTTP Basic password the charger must present (OCPP security profile 1); "
+        "2.0.1 chargers accept 16-40 characters.",
+    )
+    lenient: bool = Field(
+        default=False,
+        description="Tolerate quirks of this charger: extra fields, over-long strings, zone-less times.",
+    )
+
+
+class ChargerUpdate(Strict):
+    password: str | None = Field(default=None, min_length=8, max_length=64)
+    remove_password: bool = False
+    lenient: bool | None = None
+
+
+class ConnectorOut(BaseModel):
+    connector_id: int
+    plug_id: int | None
+    status: str
+    error_code: str | None
+    info: str | None
+    status_at: datetime | None
+
+
+class ChargerOut(BaseModel):
+    id: str
+    registered: bool
+    password_set: bool
+    lenient: bool
+    connection_state: Literal["connected", "disconnected", "never_connected"]
+    protocol: str | None
+    vendor: str | None
+    model: str | None
+    serial_number: str | None
+    firmware_version: str | None
+    booted_at: datetime | None
+    last_message_at: datetime | None
+    connected_at: datetime | None
+    disconnected_at: datetime | None
+    remote_address: str | None
+    meter_interval_s: int | None
+    meter_interval_status: str | None
+    created_at: datetime
+    connectors: list[ConnectorOut]
+
+
+class MeterPoint(BaseModel):
+    timestamp: datetime
+    energy_wh: int | None = Field(description="Energy delivered in the session up to this reading.")
+    power_w: int | None
+    soc_percent: int | None
+    context: str
+    after_end: bool
+
+
+class SessionOut(BaseModel):
+    id: str
+    charger_id: str
+    connector_id: int | None
+    protocol: str | None
+    ocpp_transaction_id: str | None
+    id_tag: str | None
+    id_tag_status: str | None
+    state: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    stop_reason: str | None
+    meter_start_wh: int | None
+    meter_stop_wh: int | None
+    energy_wh: int
+    power_w: int | None
+    offline_events: int
+
+
+class SessionDetail(SessionOut):
+    meter_series: list[MeterPoint]
+
+
+class IdTagCreate(Strict):
+    id_tag: str = Field(min_length=1, max_length=36, pattern=r"^[\x21-\x7e]+$")
+    status: Literal["Accepted", "Blocked", "Expired"] = "Accepted"
+    expires_at: AwareDatetime | None = None
+    parent_id_tag: str | None = Field(default=None, max_length=36)
+
+
+class IdTagOut(BaseModel):
+    id_tag: str
+    status: str
+    expires_at: datetime | None
+    parent_id_tag: str | None
+    created_at: datetime
+
+
+# ------------------------------------------------------------------ commands
+class RemoteStartBody(Strict):
+    command: Literal["remote_start"]
+    connector_id: int | None = Field(default=None, ge=1)
+    power_limit_w: int | None = Field(default=None, ge=0)
+
+
+class RemoteStopBody(Strict):
+    command: Literal["remote_stop"]
+    session_id: str
+
+
+class SetPowerLimitBody(Strict):
+    command: Literal["set_power_limit"]
+    connector_id: int = Field(ge=1)
+    limit_w: int = Field(ge=0, le=10_000_000)
+    profile_id: int = Field(default=1, ge=1)
+    session_id: str | None = Field(default=None, description="Limit this session (TxProfile).")
+
+
+class ClearPowerLimitBody(Strict):
+    command: Literal["clear_power_limit"]
+    profile_id: int = Field(ge=1)
+    connector_id: int | None = Field(default=None, ge=0)
+
+
+class GetConfigurationBody(Strict):
+    command: Literal["get_configuration"]
+    keys: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list)
+
+
+class SetConfigurationBody(Strict):
+    command: Literal["set_configuration"]
+    key: str = Field(min_length=1, max_length=200)
+    value: str = Field(max_length=1000)
+
+
+class TriggerMessageBody(Strict):
+    command: Literal["trigger_message"]
+    message: str = Field(min_length=1, max_length=64)
+    connector_id: int | None = Field(default=None, ge=0)
+
+
+class ResetBody(Strict):
+    command: Literal["reset"]
+    hard: bool = False
+
+
+class UnlockConnectorBody(Strict):
+    command: Literal["unlock_connector"]
+    connector_id: int = Field(ge=1)
+
+
+class ChangeAvailabilityBody(Strict):
+    command: Literal["change_availability"]
+    operative: bool
+    connector_id: int | None = Field(default=None, ge=0)
+
+
+class DataTransferBody(Strict):
+    command: Literal["data_transfer"]
+    vendor_id: str = Field(min_length=1, max_length=255)
+    message_id: str | None = Field(default=None, max_length=50)
+    data: str | None = None
+
+
+CommandBody = Annotated[
+    RemoteStartBody
+    | RemoteStopBody
+    | SetPowerLimitBody
+    | ClearPowerLimitBody
+    | GetConfigurationBody
+    | SetConfigurationBody
+    | TriggerMessageBody
+    | ResetBody
+    | UnlockConnectorBody
+    | ChangeAvailabilityBody
+    | DataTransferBody,
+    Field(discriminator="command"),
+]
+
+
+class CommandOut(BaseModel):
+    status: str = Field(description="The charger's answer: Accepted, Rejected, ...")
+    data: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = None

@@ -1,0 +1,106 @@
+"""The ASGI application: the OCPP-J websocket, the REST API and the health endpoint in one app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from csms import __version__
+from csms.api import chargers, id_tags, problems, sessions
+from csms.charging.service import ChargingService
+from csms.db.engine import create_engine, create_session_factory
+from csms.db.migrate import current_revision, head_revision, upgrade_to_head_async
+from csms.ocpp.registry import ConnectionRegistry
+from csms.ocpp.server import OcppContext, ocpp_endpoint
+from csms.security import ApiKey, PasswordVerifier, load_or_create_api_key
+from csms.settings import Settings
+
+log = logging.getLogger("csms")
+
+
+class StartupError(Exception):
+    """satwatt cannot start; the message says why and what to do."""
+
+
+async def prepare_database(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    if settings.should_auto_migrate:
+        await upgrade_to_head_async(url)
+        return
+    engine = create_engine(url)
+    try:
+        revision = await current_revision(engine)
+    finally:
+        await engine.dispose()
+    if revision != head_revision():
+        raise StartupError(
+            f"the database schema is at revision {revision or 'none'}, not {head_revision()}: "
+            "run `csms migrate` (or set CSMS_AUTO_MIGRATE=true)"
+        )
+
+
+def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
+    """Build the app. Without ``api_key`` the configured or stored key is used (generated if none)."""
+    if api_key is None:
+        configured = settings.api_key.get_secret_value() if settings.api_key else None
+        api_key, _ = load_or_create_api_key(settings.data_dir, configured)
+    engine = create_engine(settings.resolved_database_url)
+    sessionmaker = create_session_factory(engine)
+    service = ChargingService(sessionmaker, accept_unknown_id_tags=settings.accept_unknown_id_tags)
+    registry = ConnectionRegistry()
+    context = OcppContext(settings, service, registry, PasswordVerifier())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await prepare_database(settings)
+        except StartupError:
+            await engine.dispose()
+            raise
+        await service.reset_connections()
+        try:
+            yield
+        finally:
+            await registry.close_all()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="satwatt",
+        version=__version__,
+        summary="OCPP central system that sells electricity for sats",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_key = api_key
+    app.state.engine = engine
+    app.state.service = service
+    app.state.registry = registry
+    problems.install(app)
+    app.include_router(chargers.router)
+    app.include_router(sessions.router)
+    app.include_router(id_tags.router)
+
+    @app.websocket("/ocpp/{charge_point_id}")
+    async def ocpp(websocket: WebSocket, charge_point_id: str) -> None:
+        await ocpp_endpoint(context, websocket, charge_point_id)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness and readiness")
+    async def healthz(request: Request) -> JSONResponse:
+        checks: dict[str, Any] = {"connected_chargers": len(registry)}
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        ok = checks["database"] == "ok"
+        return JSONResponse({"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503)
+
+    return app

@@ -1,0 +1,224 @@
+"""The ``csms`` command: serve, migrate, api-key, openapi."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.logging import RichHandler
+
+from csms import __version__
+from csms.settings import Settings, SettingsError, load_settings
+
+cli = typer.Typer(
+    help="satwatt: an OCPP 1.6J / 2.0.1 central system that sells electricity for sats.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True, soft_wrap=True)
+OPENAPI_PATH = Path("openapi/openapi.json")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        console.print(f"[bold red]satwatt cannot start:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(name)s: %(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, fit for a log line."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, printing where to point chargers once the port is really open."""
+
+    banner: list[str]
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.started or not self.servers:
+            return
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        settings: Settings = self.config.app.state.settings  # type: ignore[attr-defined]
+        scheme = "wss" if settings.tls_cert else "ws"
+        http = "https" if settings.tls_cert else "http"
+        shown = "localhost" if host in ("0.0.0.0", "::") else host
+        base = settings.public_url.rstrip("/") if settings.public_url else f"{http}://{shown}:{port}"
+        ws_base = (
+            base.replace("https://", "wss://").replace("http://", "ws://")
+            if settings.public_url
+            else (f"{scheme}://{shown}:{port}")
+        )
+        console.print(f"\n[bold green]satwatt {__version__}[/] is running")
+        console.print(f"  Point chargers at  [bold]{ws_base}/ocpp/<charge-point-id>[/]  (OCPP 2.0.1 or 1.6J)")
+        console.print(f"  REST API           {base}/api/v1   (interactive docs: {base}/docs)")
+        console.print(f"  Health             {base}/healthz")
+        for line in self.banner:
+            console.print(line)
+        console.print("  Stop with Ctrl-C\n")
+
+
+@cli.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default CSMS_HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default CSMS_PORT or 8180).")] = None,
+) -> None:
+    """Run the central system: the OCPP websocket, the REST API and /healthz in one server."""
+    from csms.app import create_app
+    from csms.security import load_or_create_api_key
+
+    settings = _settings(host=host, port=port)
+    _configure_logging(settings.log_level)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        configured = settings.api_key.get_secret_value() if settings.api_key else None
+        api_key, new_key = load_or_create_api_key(settings.data_dir, configured)
+    except (OSError, ValueError) as exc:
+        console.print(f"[bold red]satwatt cannot start:[/] CSMS_DATA_DIR ({settings.data_dir}): {exc}")
+        raise typer.Exit(2) from None
+    app = create_app(settings, api_key)
+    banner = [
+        f"  Database           {redact_url(settings.resolved_database_url)}",
+        f"  Data directory     {settings.data_dir.resolve()}",
+        "  Unknown chargers   "
+        + (
+            "accepted"
+            if settings.allow_unknown_chargers
+            else "refused (register them: POST /api/v1/chargers)"
+        ),
+    ]
+    if new_key is not None:
+        banner.append(f"  [bold yellow]Operator API key (shown once, keep it):[/] {new_key}")
+        banner.append("     use it as: Authorization: Bearer <key>; a new one: csms api-key --rotate")
+    elif configured is None:
+        banner.append(
+            "  Operator API key   stored in the data directory (csms api-key --rotate for a new one)"
+        )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=max(4 * settings.ocpp_max_message_bytes, 1 << 20),
+        ws_ping_interval=settings.ocpp_ping_interval_s or None,
+        ws_ping_timeout=settings.ocpp_ping_interval_s or None,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        access_log=False,
+    )
+    server = _Server(config)
+    server.banner = banner
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (CSMS_DATABASE_URL) to the newest revision."""
+    from csms.db.migrate import head_revision, upgrade_to_head
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        upgrade_to_head(settings.resolved_database_url)
+    except Exception as exc:
+        console.print(f"[bold red]migration failed:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"database {_redacted(settings)} is at revision {head_revision()}")
+
+
+def _redacted(settings: Settings) -> str:
+    return redact_url(settings.resolved_database_url)
+
+
+@cli.command("api-key")
+def api_key(
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Make a new key; the old one stops working.")
+    ] = False,
+) -> None:
+    """Show where the operator API key lives, or make a new one with --rotate."""
+    from csms.security import API_KEY_HASH_FILE, rotate_api_key
+
+    settings = _settings()
+    if settings.api_key is not None:
+        console.print("The API key comes from CSMS_API_KEY; change it there.")
+        return
+    if not rotate:
+        console.print(
+            f"Only a digest of the key is kept ({settings.data_dir / API_KEY_HASH_FILE}); "
+            "run `csms api-key --rotate` for a new key (restart satwatt afterwards)."
+        )
+        return
+    _, key = rotate_api_key(settings.data_dir)
+    console.print("New operator API key (shown once; restart satwatt to use it):")
+    print(key)
+
+
+@cli.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write the document.")] = OPENAPI_PATH,
+    check: Annotated[bool, typer.Option("--check", help="Fail if the file differs from the app.")] = False,
+) -> None:
+    """Write the REST API's OpenAPI document (or check it for drift with --check)."""
+    document = openapi_document()
+    if check:
+        current = output.read_text() if output.is_file() else ""
+        if current != document:
+            console.print(f"[red]{output} is out of date:[/] run `csms openapi`")
+            raise typer.Exit(1)
+        console.print(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(document)
+    console.print(f"wrote {output}")
+
+
+def openapi_document() -> str:
+    from csms.app import create_app
+    from csms.security import ApiKey
+
+    app = create_app(Settings(data_dir=Path("/nonexistent")), ApiKey.from_plain("unused"))
+    return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The live charger connections, and the one command interface the rest of satwatt uses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from csms.charging.commands import ChargerNotConnected, Command, CommandResult
+from csms.ocpp.adapter import ProtocolAdapter
+from csms.ocpp.rpc import RpcEndpoint
+
+log = logging.getLogger("csms.ocpp")
+
+
+class SocketCloser:
+    """What the registry needs of a websocket: a way to close it."""
+
+    async def close(self, code: int, reason: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class ChargerConnection:
+    charger_id: str
+    version: str
+    adapter: ProtocolAdapter
+    rpc: RpcEndpoint
+    socket: SocketCloser
+    remote_address: str | None
+    connected_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last_message_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class ConnectionRegistry:
+    """charger id -> its one live connection; the newest connection for an id wins."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, ChargerConnection] = {}
+
+    def get(self, charger_id: str) -> ChargerConnection | None:
+        return self._connections.get(charger_id)
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    async def register(self, connection: ChargerConnection) -> None:
+        """Make ``connection`` the charger's connection, closing any older one."""
+        older = self._connections.get(connection.charger_id)
+        self._connections[connection.charger_id] = connection
+        if older is not None:
+            log.info("%s: newer connection replaces the older one", connection.charger_id)
+            await older.rpc.close()
+            try:
+                await older.socket.close(1000, "replaced by a newer connection")
+            except Exception as exc:  # a half-open socket may fail to close cleanly
+                log.debug("%s: closing the older socket failed: %s", connection.charger_id, exc)
+
+    def unregister(self, connection: ChargerConnection) -> bool:
+        """Forget ``connection`` if it is still the current one; False when a newer one took over."""
+        if self._connections.get(connection.charger_id) is connection:
+            del self._connections[connection.charger_id]
+            return True
+        return False
+
+    async def execute(self, charger_id: str, command: Command) -> CommandResult:
+        """Send a version-free command to a connected charger and return its answer."""
+        connection = self._connections.get(charger_id)
+        if connection is None:
+            raise ChargerNotConnected(charger_id)
+        return await connection.adapter.execute(command)
+
+    async def close_all(self) -> None:
+        connections = list(self._connections.values())
+        self._connections.clear()
+        for connection in connections:
+            await connection.rpc.close()
+        await asyncio.gather(
+            *(c.socket.close(1001, "central system shutting down") for c in connections),
+            return_exceptions=True,
+        )

@@ -1,0 +1,124 @@
+"""Secrets: charger passwords (hashed with scrypt) and the operator's API key.
+
+Nothing here logs a secret. Verifying a scrypt hash costs tens of milliseconds of CPU, so it runs in
+a worker thread, and a successful verification is remembered (as a keyed digest, never the password)
+so a reconnect storm of a whole fleet does not re-run scrypt for every charger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+log = logging.getLogger("csms.security")
+
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+API_KEY_HASH_FILE = "api-key.sha256"
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    encoded_salt, encoded_digest = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encoded_salt}${encoded_digest}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest_b64)
+        digest = hashlib.scrypt(
+            password.encode(),
+            salt=base64.b64decode(salt_b64),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(digest, expected)
+
+
+class PasswordVerifier:
+    """Checks charger passwords, remembering recent successes per (charger, stored hash)."""
+
+    def __init__(self) -> None:
+        self._pepper = os.urandom(32)
+        self._verified: dict[tuple[str, str], bytes] = {}
+
+    def _token(self, password: str) -> bytes:
+        return hmac.new(self._pepper, password.encode(), hashlib.sha256).digest()
+
+    async def verify(self, charger_id: str, password: str, stored: str) -> bool:
+        key = (charger_id, stored)
+        token = self._token(password)
+        remembered = self._verified.get(key)
+        if remembered is not None and hmac.compare_digest(remembered, token):
+            return True
+        ok = await asyncio.to_thread(verify_password, password, stored)
+        if ok:
+            if len(self._verified) > 100_000:
+                self._verified.clear()
+            self._verified[key] = token
+        return ok
+
+
+def _sha256(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+class ApiKey:
+    """The operator's bearer key, held only as its SHA-256 digest."""
+
+    def __init__(self, digest: bytes) -> None:
+        self._digest = digest
+
+    @classmethod
+    def from_plain(cls, key: str) -> ApiKey:
+        return cls(_sha256(key))
+
+    def matches(self, presented: str) -> bool:
+        return hmac.compare_digest(_sha256(presented), self._digest)
+
+
+def generate_api_key() -> str:
+    return "sw_" + secrets.token_urlsafe(32)
+
+
+def load_or_create_api_key(data_dir: Path, configured: str | None) -> tuple[ApiKey, str | None]:
+    """The API key to check requests against, and the new plain key when one was just generated.
+
+    A configured key (CSMS_API_KEY) wins. Otherwise the digest stored in the data directory is used;
+    on first start a key is generated, only its digest is stored, and the plain key is returned once
+    so that the caller prints it (``csms api-key --rotate`` makes a new one).
+    """
+    if configured:
+        return ApiKey.from_plain(configured), None
+    path = data_dir / API_KEY_HASH_FILE
+    if path.is_file():
+        text = path.read_text().strip()
+        try:
+            return ApiKey(bytes.fromhex(text)), None
+        except ValueError:
+            raise ValueError(f"{path} is damaged: delete it, or run `csms api-key --rotate`") from None
+    return rotate_api_key(data_dir)
+
+
+def rotate_api_key(data_dir: Path) -> tuple[ApiKey, str]:
+    key = generate_api_key()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / API_KEY_HASH_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(_sha256(key).hex() + "\n")
+    temporary.chmod(0o600)
+    temporary.replace(path)
+    return ApiKey.from_plain(key), key
