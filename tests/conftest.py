@@ -1,0 +1,150 @@
+"""Shared fixtures: a database (SQLite always, PostgreSQL when CSMS_TEST_DATABASE_URL is set) and a
+running satwatt server on a free port, reached over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from csms.app import create_app
+from csms.db.migrate import upgrade_to_head
+from csms.db.models import Base
+from csms.security import ApiKey
+from csms.settings import Settings
+
+PG_URL = os.environ.get("CSMS_TEST_DATABASE_URL")
+DATABASES = ["sqlite", *(["postgresql"] if PG_URL else [])]
+
+
+async def _pg_admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str | None]:
+    """A throwaway PostgreSQL database for this test run, migrated once."""
+    if not PG_URL:
+        yield None
+        return
+    name = f"satwatt_test_{os.getpid()}_{secrets.token_hex(3)}"
+    base, _, _ = PG_URL.rpartition("/")
+    asyncio.run(_pg_admin(PG_URL, f'CREATE DATABASE "{name}"'))
+    url = f"{base}/{name}"
+    upgrade_to_head(url)
+    try:
+        yield url
+    finally:
+        asyncio.run(_pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _truncate(url: str) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: str | None) -> str:
+    """A migrated, empty database: a new SQLite file, or the run's PostgreSQL database emptied."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        await asyncio.to_thread(upgrade_to_head, url)
+        return url
+    assert pg_database is not None
+    await _truncate(pg_database)
+    return pg_database
+
+
+@dataclass
+class RunningServer:
+    settings: Settings
+    app: Any
+    api_key: str
+    port: int
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ocpp_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ocpp"
+
+    def api(self, key: str | None = "operator") -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.api_key if key == 'operator' else key}"} if key else {}
+        return httpx.AsyncClient(base_url=self.http_url, headers=headers, timeout=30)
+
+
+async def start_server(settings: Settings, api_key: str) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    app = create_app(settings, ApiKey.from_plain(api_key))
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        ws="websockets-sansio",
+        log_config=None,
+        lifespan="on",
+        ws_max_size=4 * settings.ocpp_max_message_bytes,
+        ws_ping_interval=None,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=None))
+    async with asyncio.timeout(20):
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server stopped during start-up")
+            await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, task, port
+
+
+@pytest.fixture
+def server_settings(database_url: str, tmp_path: Path) -> dict[str, Any]:
+    """Settings for the test server; tests may change them before asking for ``server``."""
+    return {
+        "data_dir": tmp_path / "data",
+        "database_url": database_url,
+        "auto_migrate": True,
+        "meter_sample_interval_s": 10,
+        "ocpp_call_timeout_s": 5,
+        "ocpp_max_message_bytes": 8192,
+    }
+
+
+@pytest.fixture
+async def server(server_settings: dict[str, Any]) -> AsyncIterator[RunningServer]:
+    settings = Settings(**server_settings)
+    key = "test-key-" + secrets.token_hex(8)
+    uv_server, task, port = await start_server(settings, key)
+    try:
+        yield RunningServer(settings, uv_server.config.app, key, port)
+    finally:
+        uv_server.should_exit = True
+        await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture
+async def api(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with server.api() as client:
+        yield client
