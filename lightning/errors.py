@@ -6,6 +6,11 @@ node that is down (:class:`BackendUnavailable`, retry later) from a request that
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightning.backend import PaymentResult
+
 
 class LightningError(Exception):
     """Base class of every error a Lightning backend raises."""
@@ -30,9 +35,10 @@ class InvalidRequest(LightningError):
 class PaymentFailed(LightningError):
     """A payment reached a final failed state; ``reason`` is LND's failure reason name."""
 
-    def __init__(self, reason: str, message: str = "") -> None:
+    def __init__(self, reason: str, message: str = "", result: PaymentResult | None = None) -> None:
         super().__init__(message or reason)
         self.reason = reason
+        self.result = result
 
 
 class InvoiceAlreadySettled(LightningError):

@@ -756,4 +756,3 @@ class Network:
         self.invoice_events.publish_all(item)
         self.single_events.publish_all(item)
         self.payment_events.publish_all(item)
-

@@ -456,4 +456,3 @@ def add_services(server: grpc.aio.Server, network: Network) -> None:
     inv_grpc.add_InvoicesServicer_to_server(InvoicesService(gate), server)
     router_grpc.add_RouterServicer_to_server(RouterService(gate), server)
     state_grpc.add_StateServicer_to_server(StateService(gate), server)
-

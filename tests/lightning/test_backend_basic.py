@@ -1,0 +1,128 @@
+"""The lnd backend against the simnet over real gRPC + TLS: node info, invoices, lookups, BOLT11."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import bolt11
+import pytest
+
+from lightning import (
+    Backend,
+    InvalidRequest,
+    InvoiceNotFound,
+    InvoiceState,
+    PaymentStatus,
+    PermissionDenied,
+)
+from lightning.lnd import LndBackend
+from lightning.simnet import Simnet
+
+
+async def test_backend_satisfies_protocol(seller: LndBackend) -> None:
+    assert isinstance(seller, Backend)
+
+
+async def test_get_info(seller: LndBackend, simnet: Simnet) -> None:
+    info = await seller.get_info()
+    assert info.alias == "satwatt"
+    assert info.pubkey == simnet.pubkey("satwatt")
+    assert info.network == "regtest"
+    assert info.synced is True
+    assert info.block_height == 1000
+    assert seller.health.reachable and seller.health.consecutive_failures == 0
+
+
+async def test_create_invoice_is_real_bolt11(seller: LndBackend, simnet: Simnet) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    invoice = await seller.create_invoice(3_000, "satwatt 30 Wh", expiry_s=600)
+    assert invoice.bolt11.startswith("lnbcrt30n1")
+    assert invoice.state is InvoiceState.OPEN
+    assert invoice.amount_msat == 3_000 and invoice.memo == "satwatt 30 Wh"
+    assert invoice.add_index == 1 and invoice.settle_index == 0 and not invoice.is_hold
+    assert invoice.created_at >= before - timedelta(seconds=1)
+    assert invoice.expires_at - invoice.created_at == timedelta(seconds=600)
+    assert invoice.preimage is not None and hashlib.sha256(invoice.preimage).digest() == invoice.payment_hash
+
+    decoded = bolt11.decode(invoice.bolt11)  # signature checked, payee recovered from it
+    assert decoded.is_regtest()
+    assert decoded.amount_msat == 3_000
+    assert bytes.fromhex(decoded.payment_hash) == invoice.payment_hash
+    assert decoded.description == "satwatt 30 Wh"
+    assert decoded.expiry == 600
+    assert decoded.payee == simnet.pubkey("satwatt")
+    assert decoded.payment_secret and decoded.min_final_cltv_expiry == 80
+
+
+async def test_msat_precision_and_default_expiry(seller: LndBackend) -> None:
+    invoice = await seller.create_invoice(1_234_567)
+    assert bolt11.decode(invoice.bolt11).amount_msat == 1_234_567
+    assert invoice.expires_at - invoice.created_at == timedelta(seconds=86400)
+
+
+async def test_lookup_invoice(seller: LndBackend) -> None:
+    created = await seller.create_invoice(5_000, "x")
+    found = await seller.lookup_invoice(created.payment_hash)
+    assert found == created
+    with pytest.raises(InvoiceNotFound):
+        await seller.lookup_invoice(bytes(32))
+    with pytest.raises(InvalidRequest):
+        await seller.lookup_invoice(b"short")
+
+
+async def test_invalid_invoice_requests(seller: LndBackend) -> None:
+    with pytest.raises(InvalidRequest):
+        await seller.create_invoice(-1)
+    with pytest.raises(InvalidRequest, match="too large"):
+        await seller.create_invoice(2**33)
+    with pytest.raises(InvalidRequest, match="memo"):
+        await seller.create_invoice(1000, "m" * 700)
+
+
+async def test_invoice_macaroon_can_receive_but_not_pay(make_backend, car1: LndBackend) -> None:
+    receiver = make_backend("satwatt", "invoice")
+    invoice = await receiver.create_invoice(2_000, "via invoice macaroon")
+    assert (await receiver.lookup_invoice(invoice.payment_hash)).state is InvoiceState.OPEN
+    with pytest.raises(PermissionDenied):
+        await receiver.get_info()  # LND's invoice macaroon has no info:read
+
+    payer_with_invoice_mac = make_backend("car1", "invoice")
+    other = await make_backend("wallet").create_invoice(1_000)
+    with pytest.raises(PermissionDenied, match="permission denied"):
+        await payer_with_invoice_mac.pay_invoice(other.bolt11, fee_limit_msat=10_000, timeout_s=5)
+    assert (await make_backend("wallet").lookup_invoice(other.payment_hash)).state is InvoiceState.OPEN
+    # The admin macaroon of the same node may pay.
+    result = await car1.pay_invoice(other.bolt11, fee_limit_msat=10_000, timeout_s=5)
+    assert result.status is PaymentStatus.SUCCEEDED
+
+
+async def test_readonly_macaroon_cannot_create_invoices(make_backend) -> None:
+    readonly = make_backend("satwatt", "readonly")
+    assert (await readonly.get_info()).alias == "satwatt"
+    with pytest.raises(PermissionDenied):
+        await readonly.create_invoice(1000)
+
+
+async def test_macaroon_selects_node(make_backend, simnet: Simnet) -> None:
+    for name in ("satwatt", "car1", "car2", "wallet"):
+        assert (await make_backend(name).get_info()).pubkey == simnet.pubkey(name)
+    # Invoices are per node: car1 does not see satwatt's invoices.
+    invoice = await make_backend("satwatt").create_invoice(1000)
+    with pytest.raises(InvoiceNotFound):
+        await make_backend("car1").lookup_invoice(invoice.payment_hash)
+
+
+async def test_forged_macaroon_is_denied(simnet: Simnet, tmp_path) -> None:
+    from lightning.lnd import LndConfig
+    from lightning.simnet import macaroons
+
+    forged = macaroons.bake("satwatt", b"\x00" * 32, macaroons.ADMIN_PERMS)
+    path = tmp_path / "forged.macaroon"
+    path.write_bytes(forged)
+    backend = LndBackend(LndConfig.from_paths(simnet.address, simnet.tls_cert_path, path))
+    try:
+        with pytest.raises(PermissionDenied, match="verification failed"):
+            await backend.get_info()
+    finally:
+        await backend.close()
