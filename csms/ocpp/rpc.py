@@ -16,15 +16,14 @@ keeps the library's official schemas (see :mod:`csms.ocpp.schemas`) and does the
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Protocol
 
+from csms import jsoncodec
 from csms.ocpp.schemas import OcppVersion, PayloadError, error_code, known_action, validate
 
 log = logging.getLogger("csms.ocpp.rpc")
@@ -77,21 +76,6 @@ class _PendingCall:
     )
 
 
-def loads(text: str) -> Any:
-    """Parse JSON with exact decimals: no float ever enters a meter or money path."""
-    return json.loads(text, parse_float=Decimal)
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def dumps(message: list[Any]) -> str:
-    return json.dumps(message, separators=(",", ":"), default=_default)
-
-
 class RpcEndpoint:
     """The central-system end of one OCPP-J connection."""
 
@@ -133,7 +117,7 @@ class RpcEndpoint:
             )
             return
         try:
-            message = loads(text)
+            message = jsoncodec.loads(text)
         except (ValueError, RecursionError):
             self._log_bad(text, "frame is not JSON")
             await self._reply_unparsable(text, "format", "Message is not valid JSON")
@@ -258,7 +242,7 @@ class RpcEndpoint:
 
     # ----------------------------------------------------------------- helpers
     async def _send(self, message: list[Any]) -> None:
-        await self.transport.send_text(dumps(message))
+        await self.transport.send_text(jsoncodec.dumps(message))
 
     async def _send_error(self, message_id: str, kind: str, description: str) -> None:
         await self._send([CALLERROR, message_id, error_code(self.version, kind), description, {}])
