@@ -219,5 +219,9 @@ class Simnet:
     def balance_msat(self, node: str) -> int:
         return self._net().nodes[node].row.balance_msat
 
+    def invoice_subscribers(self, node: str) -> int:
+        """Open SubscribeInvoices streams of ``node`` (tests wait on this instead of sleeping)."""
+        return len(self._net().invoice_events.queues.get(node, ()))
+
     def pubkey(self, node: str) -> str:
         return self._net().nodes[node].pubkey
