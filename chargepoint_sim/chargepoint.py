@@ -348,6 +348,8 @@ class ChargePoint:
         if self._main is None or self._main.done():
             self._stopping = False
             self._main = asyncio.create_task(self._run(), name=f"cp-{self.id}")
+            # the meter keeps sampling while offline: samples of a transaction queue up for replay
+            self._spawn(self._meter_loop())
 
     async def run(self) -> None:
         """Run in the foreground until :meth:`stop`."""
@@ -718,7 +720,6 @@ class ChargePoint:
         await self._send_all_statuses()
         tasks = [
             asyncio.create_task(self._heartbeat_loop(conn)),
-            asyncio.create_task(self._meter_loop()),
             asyncio.create_task(self._outbox_loop(conn)),
         ]
         try:
@@ -995,6 +996,8 @@ class ChargePoint:
             return "EVConnected" if conn.plugged else "Idle"
         if not conn.plugged:
             return "Idle"
+        if not conn.tx.authorized:
+            return "EVConnected"
         if not conn.hw.contactor.closed or (conn.limit_w is not None and conn.limit_w <= 0):
             return "SuspendedEVSE"
         if not conn.hw.ev.drawing_allowed():
