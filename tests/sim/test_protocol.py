@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +81,7 @@ async def test_boot_retries_while_pending_honouring_interval(
     await cp.wait_online(5)
     boots = csms.messages("BootNotification")
     assert len(boots) == 3
-    gaps = [b.t - a.t for a, b in zip(boots, boots[1:], strict=False)]
+    gaps = [b.t - a.t for a, b in itertools.pairwise(boots)]
     assert all(g >= 0.3 * 0.9 for g in gaps), gaps
     # nothing but boot while not accepted (no calls from the CSMS were made here)
     await csms.wait_count("StatusNotification", 1)
@@ -98,7 +99,7 @@ async def test_boot_rejected_then_heartbeats_at_interval(csms: CsmsDouble, make_
     await cp.wait_online(5)
     await csms.wait_count("Heartbeat", 3, timeout_s=5)
     hbs = csms.messages("Heartbeat")
-    assert all(b.t - a.t >= 0.15 for a, b in zip(hbs, hbs[1:], strict=False))
+    assert all(b.t - a.t >= 0.15 for a, b in itertools.pairwise(hbs))
 
 
 @pytest.mark.parametrize("double_config", [DoubleConfig(passwords={"CP1": "s3cret"})])
@@ -132,7 +133,7 @@ async def test_transaction_with_consistent_meter_values(
     await cp.wait_outbox_empty(5)
 
     rows = samples(csms, protocol)
-    for a, b in zip(rows, rows[1:], strict=False):
+    for a, b in itertools.pairwise(rows):
         assert b["energy_wh"] >= a["energy_wh"]
         expected = a["power_w"] * (b["t"] - a["t"]) / 3600
         assert abs((b["energy_wh"] - a["energy_wh"]) - expected) <= 2 + 0.05 * expected
@@ -273,7 +274,7 @@ async def test_charging_profile_changes_metered_power(
     assert rows[0]["power_w"] == 22000
     limited = rows[n + 1 :]
     assert all(r["power_w"] == pytest.approx(16 * 230 * 3) for r in limited)
-    for a, b in zip(limited, limited[1:], strict=False):
+    for a, b in itertools.pairwise(limited):
         expected = 11040 * (b["t"] - a["t"]) / 3600
         assert abs((b["energy_wh"] - a["energy_wh"]) - expected) <= 2 + 0.05 * expected
 
@@ -458,7 +459,7 @@ async def test_clock_skew(csms: CsmsDouble, make_cp: MakeCp) -> None:
     assert ts == pytest.approx(datetime.now().timestamp() - 3600, abs=30)
 
 
-# ---------------------------------------------------------------------------------------------- other CSMS calls
+# ------------------------------------------------------------------------------------ other CSMS calls
 
 
 async def test_16_configuration_trigger_unlock_availability_datatransfer(
