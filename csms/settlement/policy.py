@@ -31,8 +31,9 @@ cut; billing only ever uses metered Wh):
   ``stop_after_s`` -> stop the transaction (no resume, no new invoice after that).
 * Before a remote-started transaction starts: once an invoice is paid, ``RemoteStart``; if the first
   invoice expires unpaid, the session closes as ``not_started``.
-* After the transaction ended: open increment invoices are canceled; a shortfall gets one final invoice
-  (never replaced); the session closes ``settled`` when nothing is owed, ``unpaid_debt`` when the final
+* After the transaction ended: open increment invoices are canceled; a shortfall gets a final invoice
+  (not replaced when it expires; canceled and reissued smaller only if a late increment payment shrinks
+  the shortfall); the session closes ``settled`` when nothing is owed, ``unpaid_debt`` when the final
   invoice expires unpaid.
 """
 
@@ -293,27 +294,29 @@ def _after_end(state: SessionSettlement, tariff: Tariff, now: datetime) -> Decis
         return CancelInvoice(key=f"{sid}/cancel/{invoice.seq}", invoice_key=invoice.key, at=now)
     bill = compute_bill(state, tariff, now)
     final = state.final_invoice
-    if final is None:
-        if bill.shortfall_msat > 0:
-            seq = state.next_seq
-            return IssueFinalInvoice(
-                key=state.invoice_key(seq),
-                seq=seq,
-                at=now,
-                energy_wh=bill.shortfall_wh,
-                price_msat_per_kwh=bill.shortfall_price_msat_per_kwh,
-                fee_msat=bill.unpaid_fee_msat,
-                amount_msat=bill.shortfall_msat,
-                expires_at=now + timedelta(seconds=tariff.invoice_expiry_s),
-            )
-        ran = state.transaction_started_at is not None
-        return _close(state, tariff, now, CloseOutcome.SETTLED if ran else CloseOutcome.NOT_STARTED, bill)
-    if final.status is InvoiceStatus.OPEN:
-        if bill.shortfall_msat == 0:  # a late increment payment covered it
-            return CancelInvoice(key=f"{sid}/cancel/{final.seq}", invoice_key=final.key, at=now)
-        return None
-    outcome = CloseOutcome.SETTLED if bill.shortfall_msat == 0 else CloseOutcome.UNPAID_DEBT
-    return _close(state, tariff, now, outcome, bill)
+    if final is not None and final.status is InvoiceStatus.OPEN:
+        if bill.shortfall_msat == final.amount_msat:
+            return None  # waiting for the payment or the expiry
+        # a late increment payment shrank the shortfall: cancel, then ask for the rest (or nothing)
+        return CancelInvoice(key=f"{sid}/cancel/{final.seq}", invoice_key=final.key, at=now)
+    if final is not None and final.status in (InvoiceStatus.PAID, InvoiceStatus.EXPIRED):
+        outcome = CloseOutcome.SETTLED if bill.shortfall_msat == 0 else CloseOutcome.UNPAID_DEBT
+        return _close(state, tariff, now, outcome, bill)
+    # no final invoice yet (or the previous one was canceled to be resized)
+    if bill.shortfall_msat > 0:
+        seq = state.next_seq
+        return IssueFinalInvoice(
+            key=state.invoice_key(seq),
+            seq=seq,
+            at=now,
+            energy_wh=bill.shortfall_wh,
+            price_msat_per_kwh=bill.shortfall_price_msat_per_kwh,
+            fee_msat=bill.unpaid_fee_msat,
+            amount_msat=bill.shortfall_msat,
+            expires_at=now + timedelta(seconds=tariff.invoice_expiry_s),
+        )
+    ran = state.transaction_started_at is not None
+    return _close(state, tariff, now, CloseOutcome.SETTLED if ran else CloseOutcome.NOT_STARTED, bill)
 
 
 def _increment_invoice(

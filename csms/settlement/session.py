@@ -149,7 +149,9 @@ class SessionSettlement:
 
     @property
     def final_invoice(self) -> Invoice | None:
-        return next((i for i in self.invoices if i.kind is InvoiceKind.FINAL), None)
+        """The latest final invoice (a late payment can make the policy replace it with a smaller one)."""
+        finals = [i for i in self.invoices if i.kind is InvoiceKind.FINAL]
+        return max(finals, key=lambda i: i.seq) if finals else None
 
     @property
     def session_fee_msat(self) -> int:
