@@ -485,6 +485,53 @@ class ChargePoint201(ChargePoint):
             )
         return Reply({"setVariableResult": results})
 
+    async def _on_GetBaseReport(self, p: dict[str, Any]) -> Reply:
+        request_id = int(p["requestId"])
+        if p["reportBase"] not in ("ConfigurationInventory", "FullInventory", "SummaryInventory"):
+            return Reply({"status": "NotSupported"})
+        report = []
+        for (comp, var), (_, readonly, kind) in _VARIABLES.items():
+            data_type = {
+                "int": "integer",
+                "bool": "boolean",
+                "measurands": "MemberList",
+                "txpoints": "MemberList",
+            }
+            report.append(
+                {
+                    "component": {"name": comp},
+                    "variable": {"name": var},
+                    "variableAttribute": [
+                        {
+                            "type": "Actual",
+                            "value": self._var(comp, var)[:2500],
+                            "mutability": "ReadOnly" if readonly else "ReadWrite",
+                        }
+                    ],
+                    "variableCharacteristics": {
+                        "dataType": data_type.get(kind, "string"),
+                        "supportsMonitoring": False,
+                    },
+                }
+            )
+
+        async def then() -> None:
+            # NotifyReport in parts of 20 entries, tbc=true on all but the last
+            chunks = [report[i : i + 20] for i in range(0, len(report), 20)]
+            for seq, chunk in enumerate(chunks):
+                self._post(
+                    "NotifyReport",
+                    {
+                        "requestId": request_id,
+                        "generatedAt": self._ts(),
+                        "seqNo": seq,
+                        "tbc": seq < len(chunks) - 1,
+                        "reportData": chunk,
+                    },
+                )
+
+        return Reply({"status": "Accepted"}, then)
+
     async def _on_TriggerMessage(self, p: dict[str, Any]) -> Reply:
         what = p["requestedMessage"]
         evse = p.get("evse") or {}

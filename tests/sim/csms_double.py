@@ -157,6 +157,10 @@ class Central201(_Recording, Cp201):
     def on_fw(self, **kw: Any) -> r201.FirmwareStatusNotification:
         return r201.FirmwareStatusNotification()
 
+    @on("NotifyReport")
+    def on_report(self, **kw: Any) -> r201.NotifyReport:
+        return r201.NotifyReport()
+
     @on("LogStatusNotification")
     def on_log(self, **kw: Any) -> r201.LogStatusNotification:
         return r201.LogStatusNotification()

@@ -588,3 +588,16 @@ async def test_201_variables_trigger_unlock_availability_cost(csms: CsmsDouble, 
     await cp.wait_status(1, "Unavailable")
     r = await csms.call("CP1", c201.DataTransfer(vendor_id="satwatt", message_id="hello"))
     assert r.status == "Accepted"
+
+
+async def test_201_get_base_report(csms: CsmsDouble, make_cp: MakeCp) -> None:
+    cp = make_cp("2.0.1")
+    await cp.start()
+    await cp.wait_online(5)
+    r = await csms.call("CP1", c201.GetBaseReport(request_id=3, report_base="FullInventory"))
+    assert r.status == "Accepted"
+    await csms.wait_for(lambda: any(not p["tbc"] for p in csms.payloads("NotifyReport")))
+    reports = csms.payloads("NotifyReport")
+    assert [p["seqNo"] for p in reports] == list(range(len(reports)))
+    names = {(d["component"]["name"], d["variable"]["name"]) for p in reports for d in p["reportData"]}
+    assert ("SampledDataCtrlr", "TxUpdatedInterval") in names
