@@ -441,3 +441,50 @@ def test_closed_session_decides_nothing(tariff: Tariff, t0: datetime) -> None:
     assert isinstance(decisions[-1], CloseSession)
     assert step(state, tariff, t0 + s(5_000)).decisions == ()
     assert record_transaction_ended(state, t0 + s(40), delivered_wh=999) == state
+
+
+def test_late_payment_shrinking_the_shortfall_reissues_a_smaller_final_invoice(
+    tariff: Tariff, t0: datetime
+) -> None:
+    state = paid_and_running(tariff, t0)
+    state = record_meter(state, 60, 3_000, t0 + s(60))
+    state, _ = run(state, tariff, t0 + s(60))  # invoice 2 (100 Wh) issued
+    state = record_transaction_ended(state, t0 + s(100), delivered_wh=250)
+    state, decisions = run(state, tariff, t0 + s(100))
+    final = only(decisions, IssueFinalInvoice)[0]
+    assert (final.key, final.energy_wh, final.amount_msat) == ("s/invoice/3", 150, 15_000)
+    state = record_payment(state, "s/invoice/2", t0 + s(101))  # raced the cancel: covers 100 of the 150 Wh
+    state, decisions = run(state, tariff, t0 + s(110))
+    assert [type(d) for d in decisions] == [CancelInvoice, IssueFinalInvoice]
+    smaller = decisions[1]
+    assert isinstance(smaller, IssueFinalInvoice)
+    assert (smaller.key, smaller.energy_wh, smaller.amount_msat) == ("s/invoice/4", 50, 5_000)
+    state = record_payment(state, smaller.key, t0 + s(120))
+    state, decisions = run(state, tariff, t0 + s(120))
+    close = only(decisions, CloseSession)[0]
+    assert close.outcome is CloseOutcome.SETTLED
+    assert close.bill.cost_msat == close.bill.paid_msat == 5_000 + 25_000
+    assert close.bill.refundable_msat == 0
+
+
+def test_view_before_during_and_after(tariff: Tariff, t0: datetime) -> None:
+    state, _ = run(open_session("s", t0, remote_start=True), tariff, t0)
+    view = session_view(state, tariff, t0)
+    assert (view.state, view.cost_msat, view.billed_msat, view.paid_msat) == (
+        SessionState.AWAITING_PAYMENT,
+        0,
+        15_000,
+        0,
+    )
+    state = record_payment(state, "s/invoice/1", t0 + s(5))
+    state, _ = run(state, tariff, t0 + s(5))
+    state = record_transaction_started(state, t0 + s(20))
+    state = record_meter(state, 40, 7_000, t0 + s(40))
+    view = session_view(state, tariff, t0 + s(40))
+    assert (view.state, view.delivered_wh, view.cost_msat, view.credit_wh, view.refundable_msat) == (
+        SessionState.CHARGING,
+        40,
+        4_000 + 5_000,
+        60,
+        0,
+    )
