@@ -44,7 +44,7 @@ from csms.settlement.session import (
 from csms.settlement.tariff import Tariff, TimeOfUseSchedule, TouWindow, price_at
 
 PROPERTY_SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 
 # Starts near local midnight, a window edge and the spring DST switch in Berlin (01:00 UTC, 30 Mar 2025).
