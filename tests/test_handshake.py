@@ -97,13 +97,15 @@ async def test_no_common_subprotocol_completes_handshake_then_closes(
 
 async def test_newest_connection_wins(server: RunningServer, api: httpx.AsyncClient) -> None:
     await register(api, "CP-twice")
-    async with connect_charger(server.ocpp_url, "CP-twice", "1.6") as old:
-        async with connect_charger(server.ocpp_url, "CP-twice", "1.6") as new:
-            await old._connection.wait_closed()
-            assert old._connection.close_code == 1000
-            assert (await new.call(call16.Heartbeat())).current_time
-            charger = (await api.get("/api/v1/chargers/CP-twice")).json()
-            assert charger["connection_state"] == "connected"
+    async with (
+        connect_charger(server.ocpp_url, "CP-twice", "1.6") as old,
+        connect_charger(server.ocpp_url, "CP-twice", "1.6") as new,
+    ):
+        await old._connection.wait_closed()
+        assert old._connection.close_code == 1000
+        assert (await new.call(call16.Heartbeat())).current_time
+        charger = (await api.get("/api/v1/chargers/CP-twice")).json()
+        assert charger["connection_state"] == "connected"
 
 
 async def test_same_id_reconnects_with_another_version(server: RunningServer, api: httpx.AsyncClient) -> None:
