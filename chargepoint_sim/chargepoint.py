@@ -296,6 +296,7 @@ class ChargePoint:
         self._hb_wake = asyncio.Event()
         self._meter_wake = asyncio.Event()
         self._station_profile_store: list[Profile] = []
+        self.lock_meter_interval = False  # load tests: refuse the CSMS's meter interval changes
         self._init_config()
 
     # ============================================================ version hooks (subclasses)
@@ -505,7 +506,7 @@ class ChargePoint:
                 ev = self._changed
                 with contextlib.suppress(TimeoutError):
                     # re-check at least every 0.2 s for conditions on time-driven values
-                    await asyncio.wait_for(ev.wait(), 0.2)
+                    await asyncio.wait_for(ev.wait(), 0.5)
 
     async def wait_online(self, timeout_s: float = 10.0) -> None:
         await self.wait_for(lambda: self.online, timeout_s)

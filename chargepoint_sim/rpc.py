@@ -213,6 +213,7 @@ class OcppConnection:
             for action, fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(ConnectionLost(action))
+                    fut.exception()  # a waiter, if any, still gets it; an orphan must not warn
             self._pending.clear()
             for t in list(self._tasks):
                 t.cancel()

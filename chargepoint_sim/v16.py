@@ -82,7 +82,7 @@ class ChargePoint16(ChargePoint):
         if spec is None:
             return "NotSupported"
         _, readonly, kind = spec
-        if readonly:
+        if readonly or (key == "MeterValueSampleInterval" and self.lock_meter_interval):
             return "Rejected"
         if kind == "int":
             try:

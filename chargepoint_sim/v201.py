@@ -147,7 +147,9 @@ class ChargePoint201(ChargePoint):
         if spec is None:
             return "UnknownVariable"
         _, readonly, kind = spec
-        if readonly:
+        if readonly or (
+            (component, variable) == ("SampledDataCtrlr", "TxUpdatedInterval") and self.lock_meter_interval
+        ):
             return "Rejected"
         if kind == "int":
             try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -49,3 +49,35 @@ async def make_cp(csms: CsmsDouble) -> AsyncIterator[MakeCp]:
     yield make
     for cp in made:
         await cp.stop()
+
+
+@pytest.fixture
+def csms_thread_url() -> Iterator[str]:
+    """A test central system running in its own thread and loop (for CLI commands that call asyncio.run)."""
+    import asyncio
+    import threading
+
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        holder["loop"] = loop
+
+        async def main() -> None:
+            double = await CsmsDouble().start()
+            holder["url"] = double.url
+            holder["stop"] = asyncio.Event()
+            ready.set()
+            await holder["stop"].wait()
+            await double.stop()
+
+        loop.run_until_complete(main())
+        loop.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert ready.wait(5)
+    yield holder["url"]
+    holder["loop"].call_soon_threadsafe(holder["stop"].set)
+    t.join(10)
