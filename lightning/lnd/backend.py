@@ -328,6 +328,15 @@ class LndBackend:
 
     # ---- invoice stream --------------------------------------------------------------------------
     async def invoice_updates(self, cursor: InvoiceCursor) -> AsyncIterator[Invoice]:
+        """See :meth:`lightning.backend.Backend.invoice_updates`.
+
+        LND replays "index > n" atomically with the live stream, so once the node has any invoice
+        and any settle, nothing can be missed across reconnects. LND cannot replay "after 0": on a
+        node that had no invoices (or never settled one) when the stream started, the backend
+        re-reads ListInvoices after a reconnect instead; an event landing in the instant between
+        that read and the new subscription could then be missed, so the caller should still
+        reconcile its open invoices with ``lookup_invoice`` at start-up (as it must anyway).
+        """
         add, settle = cursor.add_index, cursor.settle_index
         first = True
         attempt = 0
@@ -342,14 +351,25 @@ class LndBackend:
                         async for invoice in self._all_invoices():
                             settle = max(settle, invoice.settle_index)
                     first = False
-                elif settle == 0:
-                    # The node had never settled an invoice when this stream began, and LND cannot
-                    # replay "settles after 0": find those settled meanwhile, in settle order.
-                    settled = [i async for i in self._all_invoices() if i.state is InvoiceState.SETTLED]
-                    for invoice in sorted(settled, key=lambda i: i.settle_index):
-                        if invoice.settle_index > settle:
-                            settle = invoice.settle_index
-                            yield invoice
+                elif add == 0 or settle == 0:
+                    # The node had no invoices (add 0) or no settles (settle 0) when this stream began,
+                    # and LND cannot replay "after 0": find what happened meanwhile with ListInvoices.
+                    scanned = [i async for i in self._all_invoices()]
+                    if attempt:
+                        self._reconnects += 1
+                        attempt = 0
+                    if add == 0:
+                        for invoice in scanned:
+                            if invoice.state is not InvoiceState.SETTLED and invoice.add_index > add:
+                                add = invoice.add_index
+                                yield invoice
+                        add = max([add, *(i.add_index for i in scanned)])
+                    if settle == 0:
+                        settled = [i for i in scanned if i.state is InvoiceState.SETTLED]
+                        for invoice in sorted(settled, key=lambda i: i.settle_index):
+                            if invoice.settle_index > settle:
+                                settle = invoice.settle_index
+                                yield invoice
                 sub_add, sub_settle = add, settle
                 seen_adds: set[int] = set()
                 self._open_channel()

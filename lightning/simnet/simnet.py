@@ -15,7 +15,7 @@ import grpc
 from lightning.simnet import macaroons
 from lightning.simnet.network import DEFAULT_NODES, Faults, FeePolicy, Network, NodeSpec
 from lightning.simnet.server import ERR_STARTING_UP, ERR_UNAVAILABLE, add_services
-from lightning.simnet.store import Store
+from lightning.simnet.store import PaymentRow, Store
 from lightning.simnet.tls import ensure_tls_cert
 
 log = logging.getLogger("lightning.simnet")
@@ -218,6 +218,30 @@ class Simnet:
     # ---- inspection (tests, admin) ---------------------------------------------------------------
     def balance_msat(self, node: str) -> int:
         return self._net().nodes[node].row.balance_msat
+
+    async def pay_direct(
+        self,
+        payer: str,
+        payment_request: str,
+        fee_limit_msat: int = 100_000,
+        timeout_s: float = 30.0,
+        amount_msat: int = 0,
+    ) -> PaymentRow:
+        """Pay in-process, without gRPC (works during an injected outage: the node is up, only
+        its RPC link is down). Returns once the payment is final, or its HTLC is held."""
+        net = self._net()
+        pay = net.start_payment(
+            payer, payment_request, amt_msat=amount_msat, fee_limit_msat=fee_limit_msat, timeout_s=timeout_s
+        )
+        key = (payer, pay.payment_hash)
+        queue = net.payment_events.subscribe(key)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, PaymentRow):
+                    return item
+        finally:
+            net.payment_events.unsubscribe(key, queue)
 
     def invoice_subscribers(self, node: str) -> int:
         """Open SubscribeInvoices streams of ``node`` (tests wait on this instead of sleeping)."""

@@ -127,7 +127,7 @@ async def test_invoice_stream_has_no_accepted_or_canceled_events(
         return (await seller.lookup_invoice(payment_hash)).state is InvoiceState.ACCEPTED
 
     await wait_for(accepted)
-    other_pre, other_hash = new_secret()
+    _, other_hash = new_secret()
     await seller.create_hold_invoice(other_hash, 5_000)
     await seller.cancel_hold_invoice(other_hash)
     await seller.settle_hold_invoice(preimage)
