@@ -118,8 +118,15 @@ class Backend(Protocol):
     async def get_info(self) -> NodeInfo: ...
 
     async def create_invoice(
-        self, amount_msat: int, memo: str = "", expiry_s: int = DEFAULT_INVOICE_EXPIRY_S
-    ) -> Invoice: ...
+        self,
+        amount_msat: int,
+        memo: str = "",
+        expiry_s: int = DEFAULT_INVOICE_EXPIRY_S,
+        preimage: bytes | None = None,
+    ) -> Invoice:
+        """An ordinary invoice; with ``preimage`` (32 bytes) its hash is fixed, so creating it again
+        raises DuplicateInvoice instead of making a second one."""
+        ...
 
     async def lookup_invoice(self, payment_hash: bytes) -> Invoice: ...
 

@@ -236,11 +236,18 @@ class LndBackend:
                 attempt += 1
 
     async def create_invoice(
-        self, amount_msat: int, memo: str = "", expiry_s: int = DEFAULT_INVOICE_EXPIRY_S
+        self,
+        amount_msat: int,
+        memo: str = "",
+        expiry_s: int = DEFAULT_INVOICE_EXPIRY_S,
+        preimage: bytes | None = None,
     ) -> Invoice:
         _check_amount(amount_msat)
-        req = ln.Invoice(value_msat=amount_msat, memo=memo, expiry=expiry_s)
-        # A retried AddInvoice can at worst leave an orphan open invoice (fresh random hash): harmless.
+        if preimage is not None and len(preimage) != 32:
+            raise InvalidRequest("preimage must be 32 bytes")
+        req = ln.Invoice(value_msat=amount_msat, memo=memo, expiry=expiry_s, r_preimage=preimage or b"")
+        # Without a preimage, a retried AddInvoice can at worst leave an orphan open invoice (fresh random
+        # hash). With one (derived by the caller from an idempotency key) a retry raises DuplicateInvoice.
         resp = await self._unary("AddInvoice", lambda: self._ln.AddInvoice(req, timeout=self.call_timeout_s))
         return await self.lookup_invoice(resp.r_hash)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from lightning.simnet import Simnet
 
 DEFAULT_GRPC_PORT = 10009
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class LndConfigError(ValueError):
@@ -137,7 +139,9 @@ def parse_lndconnect(uri: str) -> LndConnect:
 
 def _b64decode(value: str, what: str) -> bytes:
     text = unquote(value).strip().replace("\n", "")
-    text = text.replace("+", "-").replace("/", "_")  # accept standard base64 as well
+    text = text.replace("+", "-").replace("/", "_").rstrip("=")  # accept standard base64 as well
+    if not _B64URL.fullmatch(text):
+        raise LndConfigError(f"lndconnect {what} is not valid base64url")
     try:
         out = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
