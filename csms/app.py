@@ -14,12 +14,15 @@ from sqlalchemy import text
 from csms import __version__
 from csms.api import chargers, id_tags, problems, sessions
 from csms.charging.service import ChargingService
+from csms.charging.session_events import SessionEventLog
 from csms.db.engine import create_engine, create_session_factory
 from csms.db.migrate import current_revision, head_revision, upgrade_to_head_async
+from csms.lightning_node import LightningNode, open_lightning, settlement_secret
 from csms.ocpp.registry import ConnectionRegistry
 from csms.ocpp.server import OcppContext, ocpp_endpoint
 from csms.security import ApiKey, PasswordVerifier, load_or_create_api_key
 from csms.settings import Settings
+from csms.settlement.engine import SettlementEngine
 
 log = logging.getLogger("csms")
 
@@ -57,18 +60,36 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     registry = ConnectionRegistry()
     context = OcppContext(settings, service, registry, PasswordVerifier())
 
+    events = SessionEventLog(sessionmaker)
+
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             await prepare_database(settings)
         except StartupError:
             await engine.dispose()
             raise
         await service.reset_connections()
+        node: LightningNode = await open_lightning(settings)
+        settlement = SettlementEngine(
+            sessionmaker,
+            service,
+            registry,
+            node.backend,
+            events,
+            secret=settlement_secret(settings.data_dir),
+            tick_s=settings.settlement_tick_ms / 1000,
+        )
+        app.state.lightning = node
+        app.state.settlement = settlement
+        app.state.banner.extend(node.description)
+        await settlement.start()
         try:
             yield
         finally:
+            await settlement.stop()
             await registry.close_all()
+            await node.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -82,6 +103,8 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.service = service
     app.state.registry = registry
+    app.state.events = events
+    app.state.banner = []
     problems.install(app)
     app.include_router(chargers.router)
     app.include_router(sessions.router)

@@ -78,7 +78,7 @@ class _Server(uvicorn.Server):
         console.print(f"  Point chargers at  [bold]{ws_base}/ocpp/<charge-point-id>[/]  (OCPP 2.0.1 or 1.6J)")
         console.print(f"  REST API           {base}/api/v1   (interactive docs: {base}/docs)")
         console.print(f"  Health             {base}/healthz")
-        for line in self.banner:
+        for line in [*self.banner, *self.config.app.state.banner]:  # type: ignore[attr-defined]
             console.print(line)
         console.print("  Stop with Ctrl-C\n")
 

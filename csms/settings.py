@@ -74,6 +74,21 @@ class Settings(BaseSettings):
         default=30, ge=0, le=3600, description="WebSocket ping interval (0 disables pings)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    lightning_backend: Literal["simnet", "lnd"] = Field(
+        default="simnet",
+        description="simnet: start the embedded simulated Lightning network; lnd: use a real LND node.",
+    )
+    simnet_port: int = Field(default=10009, ge=0, le=65535, description="The simnet's gRPC port (0: any).")
+    simnet_cars: int = Field(default=3, ge=0, le=1000, description="Payer nodes car1..carN in the simnet.")
+    lnd_grpc: str | None = Field(default=None, description="LND gRPC host:port.")
+    lnd_tls_cert: Path | None = Field(default=None, description="LND's tls.cert.")
+    lnd_macaroon: Path | None = Field(default=None, description="An LND macaroon that can create invoices.")
+    lnd_connect: SecretStr | None = Field(
+        default=None, description="An lndconnect:// URI (instead of the three)."
+    )
+    settlement_tick_ms: int = Field(
+        default=1000, ge=20, le=60000, description="How often settlement checks every open session."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -99,6 +114,25 @@ class Settings(BaseSettings):
         for path in (self.tls_cert, self.tls_key):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+    @model_validator(mode="after")
+    def _check_lnd(self) -> Settings:
+        if self.lightning_backend != "lnd" or self.lnd_connect is not None:
+            return self
+        missing = [
+            f"CSMS_{name.upper()}"
+            for name in ("lnd_grpc", "lnd_tls_cert", "lnd_macaroon")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise ValueError(
+                "CSMS_LIGHTNING_BACKEND=lnd needs CSMS_LND_CONNECT or all of CSMS_LND_GRPC, "
+                f"CSMS_LND_TLS_CERT, CSMS_LND_MACAROON (missing: {', '.join(missing)})"
+            )
+        for path in (self.lnd_tls_cert, self.lnd_macaroon):
+            if path is not None and not path.is_file():
+                raise ValueError(f"LND file {path} does not exist")
         return self
 
     @property

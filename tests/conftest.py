@@ -129,6 +129,9 @@ def server_settings(database_url: str, tmp_path: Path) -> dict[str, Any]:
         "meter_sample_interval_s": 10,
         "ocpp_call_timeout_s": 5,
         "ocpp_max_message_bytes": 8192,
+        "simnet_port": 0,
+        "simnet_cars": 2,
+        "settlement_tick_ms": 100,
     }
 
 

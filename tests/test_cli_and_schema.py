@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from csms.cli import OPENAPI_PATH, openapi_document
+from csms.db.migrate import head_revision
 from csms.db.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,14 +60,20 @@ def test_migrate_then_bad_setting_is_named(tmp_path: Path) -> None:
     env = {"CSMS_DATA_DIR": str(tmp_path)}
     migrated = run_csms("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert (tmp_path / "satwatt.db").is_file() and "revision 0001" in migrated.stderr
+    assert (tmp_path / "satwatt.db").is_file() and f"revision {head_revision()}" in migrated.stderr
     bad = run_csms("serve", env={**env, "CSMS_OCPP_CALL_TIMEOUT_S": "forever"})
     assert bad.returncode == 2
     assert "CSMS_OCPP_CALL_TIMEOUT_S" in bad.stderr and "Traceback" not in bad.stderr
 
 
 async def test_serve_prints_where_to_point_a_charger(tmp_path: Path) -> None:
-    env = {**os.environ, "CSMS_DATA_DIR": str(tmp_path), "CSMS_PORT": "0", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "CSMS_DATA_DIR": str(tmp_path),
+        "CSMS_PORT": "0",
+        "CSMS_SIMNET_PORT": "0",
+        "COLUMNS": "200",
+    }
     process = await asyncio.create_subprocess_exec(
         *CSMS, "serve", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

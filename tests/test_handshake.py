@@ -50,7 +50,9 @@ async def test_password_is_required_and_checked(server: RunningServer, api: http
 
 
 async def test_unknown_chargers_admitted_when_allowed(database_url: str, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, allow_unknown_chargers=True)
+    settings = Settings(
+        data_dir=tmp_path / "d", database_url=database_url, allow_unknown_chargers=True, simnet_port=0
+    )
     uv, task, port = await start_server(settings, "k")
     try:
         async with connect_charger(f"ws://127.0.0.1:{port}/ocpp", "walk-in", "2.0.1") as cp:

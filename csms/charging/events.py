@@ -69,14 +69,22 @@ class TransactionOutcome:
     ocpp_transaction_id: str
     authorization: Authorization | None
     duplicate: bool = False
+    session_number: int = 0
 
 
 @dataclass(frozen=True)
 class SessionUpdate:
-    """Published after a session changed: what changed, for the settlement engine and live views."""
+    """Published after a session changed (and was committed), for the settlement engine and live views.
+
+    ``at`` is satwatt's own clock when the fact arrived; ``sample_at`` the charger's timestamp of it.
+    """
 
     session_id: str
+    session_number: int
     charger_id: str
-    kind: Literal["started", "meter", "ended", "linked"]
+    kind: Literal["started", "meter", "ended"]
     energy_wh: int
     power_w: int | None
+    at: datetime
+    sample_at: datetime | None = None
+    id_tag: str | None = None

@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -41,7 +41,6 @@ from csms.db.models import (
 log = logging.getLogger("csms.charging")
 
 PENDING, CHARGING, ENDED = "pending", "charging", "ended"
-OPEN_STATES = (PENDING, CHARGING)
 
 Listener = Callable[[SessionUpdate], Awaitable[None]]
 
@@ -84,6 +83,8 @@ class ChargingService:
         self.accept_unknown_id_tags = accept_unknown_id_tags
         self.clock = clock
         self._listeners: list[Listener] = []
+        # The settlement engine's running cost of a session (msat), None for sessions not sold.
+        self.cost_of: Callable[[int], Awaitable[int | None]] | None = None
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -95,6 +96,21 @@ class ChargingService:
                     await listener(update_)
                 except Exception:
                     log.exception("session listener failed for %s", update_.session_id)
+
+    def _update(
+        self, session: ChargingSession, kind: Literal["started", "meter", "ended"], sample_at: datetime | None
+    ) -> SessionUpdate:
+        return SessionUpdate(
+            session_id=session.id,
+            session_number=session.number,
+            charger_id=session.charger_id,
+            kind=kind,
+            energy_wh=session.energy_wh,
+            power_w=session.power_w,
+            at=self.clock(),
+            sample_at=sample_at,
+            id_tag=session.id_tag,
+        )
 
     # ------------------------------------------------------------- connections
     async def reset_connections(self) -> None:
@@ -192,7 +208,7 @@ class ChargingService:
             select(ChargingSession.number).where(
                 ChargingSession.charger_id == charger_id,
                 ChargingSession.id_tag == id_tag,
-                ChargingSession.state.in_(OPEN_STATES),
+                ChargingSession.ended_at.is_(None),
             )
         )
         if session is not None:  # a tag satwatt issued for a remote start on this charger
@@ -219,7 +235,7 @@ class ChargingService:
     async def abandon_pending_session(self, session_id: str, reason: str) -> None:
         async with self.db.begin() as db:
             session = await db.scalar(select(ChargingSession).where(ChargingSession.id == session_id))
-            if session is not None and session.state == PENDING:
+            if session is not None and session.ocpp_transaction_id is None and session.ended_at is None:
                 session.state = ENDED
                 session.ended_at = self.clock()
                 session.stop_reason = reason
@@ -258,7 +274,9 @@ class ChargingService:
         self, db: AsyncSession, charger_id: str, message: TransactionMessage
     ) -> ChargingSession | None:
         query = select(ChargingSession).where(
-            ChargingSession.charger_id == charger_id, ChargingSession.state == PENDING
+            ChargingSession.charger_id == charger_id,
+            ChargingSession.ocpp_transaction_id.is_(None),
+            ChargingSession.ended_at.is_(None),
         )
         if message.remote_start_id is not None:
             query = query.where(ChargingSession.remote_start_id == message.remote_start_id)
@@ -302,13 +320,17 @@ class ChargingService:
                 session.id_tag_status = authorization.status
             await db.flush()
             session.ocpp_transaction_id = message.ocpp_transaction_id or str(session.number)
-            updates.append(SessionUpdate(session.id, charger_id, "started", 0, None))
+            updates.append(self._update(session, "started", message.timestamp))
         elif message.kind == "started" and message.seq_no is None:
             # 1.6 StartTransaction retried: answer with the same transactionId, change nothing
-            return TransactionOutcome(session.id, session.ocpp_transaction_id or "", authorization, True)
+            return TransactionOutcome(
+                session.id, session.ocpp_transaction_id or "", authorization, True, session.number
+            )
 
         if not await self._record_event(db, session, message):
-            return TransactionOutcome(session.id, session.ocpp_transaction_id or "", authorization, True)
+            return TransactionOutcome(
+                session.id, session.ocpp_transaction_id or "", authorization, True, session.number
+            )
         if session.started_at is None or message.timestamp < session.started_at:
             session.started_at = message.timestamp  # an earlier event replayed late (2.0.1 offline)
         if message.offline:
@@ -336,14 +358,14 @@ class ChargingService:
             session.ended_at = message.timestamp
             session.stop_reason = message.stop_reason
             _store_account(session, account)
-            updates.append(SessionUpdate(session.id, charger_id, "ended", session.energy_wh, session.power_w))
+            updates.append(self._update(session, "ended", message.timestamp))
         else:
             _store_account(session, account)
             if changed and not created:
-                updates.append(
-                    SessionUpdate(session.id, charger_id, "meter", session.energy_wh, session.power_w)
-                )
-        return TransactionOutcome(session.id, session.ocpp_transaction_id or "", authorization)
+                updates.append(self._update(session, "meter", session.last_sample_at))
+        return TransactionOutcome(
+            session.id, session.ocpp_transaction_id or "", authorization, False, session.number
+        )
 
     async def _record_event(
         self, db: AsyncSession, session: ChargingSession, message: TransactionMessage
@@ -397,7 +419,8 @@ class ChargingService:
                     select(ChargingSession).where(
                         ChargingSession.charger_id == charger_id,
                         ChargingSession.connector_id == connector_id,
-                        ChargingSession.state == CHARGING,
+                        ChargingSession.ocpp_transaction_id.is_not(None),
+                        ChargingSession.ended_at.is_(None),
                     )
                 )
             if session is None:
@@ -406,9 +429,7 @@ class ChargingService:
                 account = account_of(session)
                 if await self._add_meter_values(db, session, account, values, source="MeterValues"):
                     _store_account(session, account)
-                    updates.append(
-                        SessionUpdate(session.id, charger_id, "meter", session.energy_wh, session.power_w)
-                    )
+                    updates.append(self._update(session, "meter", session.last_sample_at))
             await db.execute(
                 update(Charger).where(Charger.id == charger_id).values(last_message_at=self.clock())
             )

@@ -79,6 +79,7 @@ class Charger(Base):
     boot_reason: Mapped[str | None] = mapped_column(String(64))
     meter_interval_s: Mapped[int | None] = mapped_column(Integer)
     meter_interval_status: Mapped[str | None] = mapped_column(String(32))
+    tariff_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("tariffs.id"))
 
 
 class Connector(Base):
@@ -107,6 +108,7 @@ class IdTag(Base):
     status: Mapped[str] = mapped_column(String(16), default="Accepted")
     expires_at: Mapped[datetime | None]
     parent_id_tag: Mapped[str | None] = mapped_column(String(64))
+    payer_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("payers.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -206,3 +208,111 @@ class ChargerMessage(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     payload: Mapped[dict[str, Any]]
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class TariffRow(Base):
+    """A tariff: its validated definition (see csms.settlement.tariff.Tariff) as JSON."""
+
+    __tablename__ = "tariffs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    definition: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Payer(Base):
+    """A driver or fleet that pays for sessions started with its id tags (token held as a digest)."""
+
+    __tablename__ = "payers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Settlement(Base):
+    """The money side of a session: the policy state, the tariff it was sold under, who pays."""
+
+    __tablename__ = "settlements"
+
+    session_number: Mapped[int] = mapped_column(
+        Integer, ForeignKey("sessions.number", ondelete="CASCADE"), primary_key=True
+    )
+    payer_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("payers.id"), index=True)
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    tariff_id: Mapped[str | None] = mapped_column(String(32))
+    tariff: Mapped[dict[str, Any]]
+    state: Mapped[dict[str, Any]]
+    closed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    bill: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LightningInvoice(Base):
+    """Every invoice satwatt issued: the energy it prepays, its price, and what the node says of it."""
+
+    __tablename__ = "ln_invoices"
+    __table_args__ = (Index("ix_ln_invoices_status", "status"),)
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    session_number: Mapped[int] = mapped_column(
+        Integer, ForeignKey("sessions.number", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    payment_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    bolt11: Mapped[str | None] = mapped_column(Text)
+    amount_msat: Mapped[int] = mapped_column(BigInteger)
+    energy_wh: Mapped[int] = mapped_column(BigInteger)
+    price_msat_per_kwh: Mapped[int] = mapped_column(BigInteger)
+    fee_msat: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # creating, open, paid, expired, canceled
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    paid_at: Mapped[datetime | None]
+    amount_paid_msat: Mapped[int | None] = mapped_column(BigInteger)
+    settle_index: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class SettlementAction(Base):
+    """A settlement decision, persisted before it is acted on (the outbox); done once."""
+
+    __tablename__ = "settlement_actions"
+    __table_args__ = (Index("ix_settlement_actions_pending", "status", "session_number"),)
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    session_number: Mapped[int] = mapped_column(Integer, ForeignKey("sessions.number", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, done, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]
+
+
+class SessionEvent(Base):
+    """What happened in a session, in order: the server-sent event stream replays these."""
+
+    __tablename__ = "session_events"
+    __table_args__ = (Index("ix_session_events_session", "session_number", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_number: Mapped[int] = mapped_column(Integer, ForeignKey("sessions.number", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LightningCursor(Base):
+    """How far the node's invoice stream has been processed (LND add/settle indexes)."""
+
+    __tablename__ = "lightning_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    add_index: Mapped[int] = mapped_column(BigInteger, default=0)
+    settle_index: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -7,6 +7,7 @@ profile); the EVSE's physical connector is kept as ``plug_id``.
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from csms.charging import commands as cmd
@@ -153,9 +154,14 @@ class V201Adapter(ProtocolAdapter):
             remote_start_id=info.get("remoteStartId"),
         )
         outcome = await self.service.transaction(self.charger_id, message)
-        if outcome.authorization is None:
-            return HandlerResult({})
-        return HandlerResult({"idTokenInfo": _token_info(outcome.authorization)})
+        response: dict[str, Any] = {}
+        if outcome.authorization is not None:
+            response["idTokenInfo"] = _token_info(outcome.authorization)
+        if message.kind == "ended" and self.service.cost_of is not None:
+            cost_msat = await self.service.cost_of(outcome.session_number)
+            if cost_msat is not None:  # in sats, the unit of satwatt's tariffs
+                response["totalCost"] = Decimal(cost_msat) / 1000
+        return HandlerResult(response)
 
     async def on_MeterValues(self, payload: dict[str, Any]) -> HandlerResult:
         await self.service.meter_values(

@@ -1,0 +1,75 @@
+"""The ordered, persisted event log of each session, and live notification of new entries.
+
+Entries are written inside the database transaction that records the fact they describe, and readers
+are woken after the commit. A reader (the server-sent event stream of a car node or a web page) asks
+for entries after the last id it saw, so a reconnecting client misses nothing and sees nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from csms.db.models import SessionEvent
+
+EVENT_KINDS = ("started", "meter", "invoice", "paid", "suspended", "resumed", "stopping", "ended", "closed")
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    id: int
+    kind: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class SessionEventLog:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.db = sessionmaker
+        self._changed = asyncio.Condition()
+        self._version = 0
+
+    @staticmethod
+    def append(db: AsyncSession, session_number: int, kind: str, data: dict[str, Any]) -> None:
+        """Add an entry in the caller's transaction; call :meth:`notify` after it commits."""
+        db.add(SessionEvent(session_number=session_number, kind=kind, data=data))
+
+    async def notify(self) -> None:
+        async with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    async def read(self, session_number: int, after_id: int = 0, limit: int = 500) -> list[LoggedEvent]:
+        async with self.db() as db:
+            rows = await db.scalars(
+                select(SessionEvent)
+                .where(SessionEvent.session_number == session_number, SessionEvent.id > after_id)
+                .order_by(SessionEvent.id)
+                .limit(limit)
+            )
+            return [LoggedEvent(r.id, r.kind, r.data, r.created_at) for r in rows]
+
+    async def follow(
+        self, session_number: int, after_id: int = 0, keepalive_s: float = 15.0
+    ) -> AsyncIterator[LoggedEvent | None]:
+        """Entries after ``after_id``, then new ones as they come; None every ``keepalive_s`` of quiet."""
+        last = after_id
+        while True:
+            version = self._version
+            events = await self.read(session_number, last)
+            for event in events:
+                last = event.id
+                yield event
+            if events:
+                continue
+            try:
+                async with asyncio.timeout(keepalive_s), self._changed:
+                    await self._changed.wait_for(lambda v=version: self._version != v)  # type: ignore[misc]
+            except TimeoutError:
+                yield None

@@ -1,0 +1,81 @@
+"""Connecting satwatt to its Lightning node: a real LND, or the embedded simnet (the default)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from csms.settings import Settings
+from lightning import Backend
+from lightning.lnd import LndBackend
+from lightning.lnd.config import LndConfig
+from lightning.simnet import Simnet
+from lightning.simnet.network import NodeSpec
+
+log = logging.getLogger("csms.lightning")
+
+SELLER_NODE = "satwatt"
+SECRET_FILE = "settlement.secret"
+
+
+@dataclass
+class LightningNode:
+    backend: Backend
+    simnet: Simnet | None = None
+    description: list[str] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.backend.close()
+        if self.simnet is not None:
+            await self.simnet.stop()
+
+
+def simnet_nodes(cars: int) -> list[NodeSpec]:
+    return [
+        NodeSpec(SELLER_NODE, 1_000_000),
+        *(NodeSpec(f"car{i}") for i in range(1, cars + 1)),
+        NodeSpec("wallet"),
+    ]
+
+
+async def open_lightning(settings: Settings) -> LightningNode:
+    if settings.lightning_backend == "lnd":
+        if settings.lnd_connect is not None:
+            config = LndConfig.from_lndconnect(settings.lnd_connect.get_secret_value())
+        else:
+            assert settings.lnd_grpc and settings.lnd_tls_cert and settings.lnd_macaroon
+            config = LndConfig.from_paths(settings.lnd_grpc, settings.lnd_tls_cert, settings.lnd_macaroon)
+        backend = LndBackend(config, name="lnd")
+        return LightningNode(backend, None, [f"  Lightning          LND at {config.grpc_address}"])
+    directory = settings.data_dir / "simnet"
+    simnet = Simnet(directory, port=settings.simnet_port, nodes=simnet_nodes(settings.simnet_cars))
+    await simnet.start()
+    backend = LndBackend(LndConfig.from_simnet(simnet, SELLER_NODE, "admin"), name="simnet")
+    payers = ", ".join(n.name for n in simnet_nodes(settings.simnet_cars)[1:])
+    return LightningNode(
+        backend,
+        simnet,
+        [
+            f"  Lightning          simnet (simulated, regtest) at {simnet.address}",
+            f"     TLS cert        {simnet.tls_cert_path}",
+            f"     payer nodes     {payers}: macaroons in {directory}/<node>/admin.macaroon",
+        ],
+    )
+
+
+def settlement_secret(data_dir: Path) -> bytes:
+    """The server secret invoice preimages are derived from (created once, kept with the data)."""
+    path = data_dir / SECRET_FILE
+    if path.is_file():
+        return bytes.fromhex(path.read_text().strip())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_bytes(32)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret.hex() + "\n")
+    temporary.replace(path)
+    return secret

@@ -1,0 +1,720 @@
+"""The settlement engine: runs each paid session's invoice stream against a Lightning node and the
+charger (the I/O around the pure policy in :mod:`csms.settlement.policy`).
+
+For every fact (a meter sample, the transaction's start or end, a settled invoice, the passing of time)
+the engine loads the session's settlement state, records the fact, runs the policy, and persists in one
+database transaction the new state, every decision as a pending action (the outbox) and every new
+invoice. Only then are the actions carried out (create the invoice at the node, cut the power, resume,
+stop...) and marked done. A restart at any point redoes the pending actions, each idempotent:
+
+* an invoice's preimage is derived from its key with a server secret, so re-creating it after a crash
+  yields the same payment hash and the node answers "already exists" instead of a second invoice;
+* payments come from the node's invoice stream, resumed from the persisted add/settle indexes, and
+  open invoices are reconciled with LookupInvoice at start-up; recording a payment twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from csms.charging import commands as cmd
+from csms.charging.events import SessionUpdate
+from csms.charging.service import ENDED, ChargingService
+from csms.charging.session_events import SessionEventLog
+from csms.db.models import (
+    Charger,
+    ChargingSession,
+    IdTag,
+    LightningCursor,
+    LightningInvoice,
+    Settlement,
+    SettlementAction,
+    TariffRow,
+)
+from csms.ocpp.registry import ConnectionRegistry
+from csms.settlement import policy
+from csms.settlement.bill import compute_bill, session_view
+from csms.settlement.session import (
+    SessionSettlement,
+    UnknownInvoiceError,
+    open_session,
+    record_meter,
+    record_payment,
+    record_transaction_ended,
+    record_transaction_started,
+)
+from csms.settlement.tariff import DEFAULT_TARIFF, Tariff
+from lightning import Backend, InvoiceCursor, InvoiceState, LightningError
+from lightning import Invoice as NodeInvoice
+from lightning.errors import BackendUnavailable, DuplicateInvoice, InvoiceAlreadySettled
+
+log = logging.getLogger("csms.settlement")
+
+SUSPEND_PROFILE_ID = 57_001  # the charging profile satwatt sets (limit 0) to cut a non-payer's power
+DEFAULT_TARIFF_ID = "default"
+CURSOR_NAME = "default"
+MAX_ATTEMPTS_BACKOFF_S = 60
+
+Fact = Callable[[SessionSettlement], SessionSettlement]
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """A decision or bill as JSON-ready data (times as ISO 8601, enums as their value)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class _Open:
+    """An open settlement kept in memory so the timer can ask the policy without touching the database."""
+
+    state: SessionSettlement
+    tariff: Tariff
+
+
+class SettlementEngine:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        service: ChargingService,
+        registry: ConnectionRegistry,
+        backend: Backend,
+        events: SessionEventLog,
+        *,
+        secret: bytes,
+        tick_s: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.db = sessionmaker
+        self.service = service
+        self.registry = registry
+        self.backend = backend
+        self.events = events
+        self.secret = secret
+        self.tick_s = tick_s
+        self.clock = clock
+        self._open: dict[int, _Open] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._drain_locks: dict[int, asyncio.Lock] = {}
+        self._retry_at: dict[int, datetime] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self.cursor = InvoiceCursor()
+        self.stream_connected = asyncio.Event()
+        service.subscribe(self.on_update)
+        service.cost_of = self.cost_msat
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.ensure_default_tariff()
+        async with self.db() as db:
+            for row in await db.scalars(select(Settlement).where(Settlement.closed.is_(False))):
+                self._open[row.session_number] = _Open(
+                    SessionSettlement.from_dict(row.state), Tariff.from_dict(row.tariff)
+                )
+            cursor = await db.get(LightningCursor, CURSOR_NAME)
+            if cursor is not None:
+                self.cursor = InvoiceCursor(cursor.add_index, cursor.settle_index)
+            pending = set(
+                await db.scalars(
+                    select(SettlementAction.session_number).where(SettlementAction.status == "pending")
+                )
+            )
+        self._loops = [
+            asyncio.create_task(self._payments(), name="settlement-payments"),
+            asyncio.create_task(self._ticker(), name="settlement-ticker"),
+        ]
+        self._spawn(self.reconcile())
+        for number in pending:
+            self._spawn(self._drain(number))
+        log.info("settlement engine started: %d open sessions", len(self._open))
+
+    async def stop(self) -> None:
+        for task in [*self._loops, *self._tasks]:
+            task.cancel()
+        for task in [*self._loops, *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._loops.clear()
+        self._tasks.clear()
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        async def guarded() -> None:
+            try:
+                await coroutine
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("settlement task failed")
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def ensure_default_tariff(self) -> None:
+        async with self.db.begin() as db:
+            if await db.get(TariffRow, DEFAULT_TARIFF_ID) is None:
+                db.add(
+                    TariffRow(
+                        id=DEFAULT_TARIFF_ID, name=DEFAULT_TARIFF.name, definition=DEFAULT_TARIFF.to_dict()
+                    )
+                )
+
+    def preimage(self, key: str) -> bytes:
+        return hmac.new(self.secret, key.encode(), hashlib.sha256).digest()
+
+    def payment_hash(self, key: str) -> str:
+        return hashlib.sha256(self.preimage(key)).hexdigest()
+
+    # ------------------------------------------------------------------ facts from charging
+    async def on_update(self, update: SessionUpdate) -> None:
+        """A session changed (called by the charging service after it committed the change)."""
+        async with self.db.begin() as db:
+            SessionEventLog.append(
+                db,
+                update.session_number,
+                update.kind,
+                {
+                    "energy_wh": update.energy_wh,
+                    "power_w": update.power_w,
+                    "at": (update.sample_at or update.at).isoformat(),
+                },
+            )
+        await self.events.notify()
+        if update.kind == "started" and update.session_number not in self._open:
+            await self._open_for_payer(update)
+        if update.session_number not in self._open:
+            return
+        fact: Fact
+        if update.kind == "started":
+            at = update.at
+
+            def fact(state: SessionSettlement) -> SessionSettlement:
+                return record_transaction_started(state, at)
+        elif update.kind == "meter":
+            energy, power, at = update.energy_wh, update.power_w or 0, update.at
+
+            def fact(state: SessionSettlement) -> SessionSettlement:
+                return record_meter(state, energy, power, max(at, state.metered_at or at))
+        else:
+            energy, at = update.energy_wh, update.at
+
+            def fact(state: SessionSettlement) -> SessionSettlement:
+                return record_transaction_ended(state, at, energy)
+
+        await self.advance(update.session_number, fact)
+
+    async def _open_for_payer(self, update: SessionUpdate) -> None:
+        """A transaction started with an id tag that belongs to a payer: that payer pays for it."""
+        if update.id_tag is None:
+            return
+        async with self.db.begin() as db:
+            tag = await db.get(IdTag, update.id_tag)
+            if tag is None or tag.payer_id is None:
+                return  # an operator's tag or satwatt's remote start: not sold by settlement
+            if await db.get(Settlement, update.session_number) is not None:
+                return
+            tariff_id, tariff = await self._tariff_for(db, update.charger_id)
+            state = open_session(update.session_id, update.at, remote_start=False)
+            db.add(
+                Settlement(
+                    session_number=update.session_number,
+                    payer_id=tag.payer_id,
+                    tariff_id=tariff_id,
+                    tariff=tariff.to_dict(),
+                    state=state.to_dict(),
+                )
+            )
+        self._open[update.session_number] = _Open(state, tariff)
+
+    async def _tariff_for(self, db: AsyncSession, charger_id: str) -> tuple[str, Tariff]:
+        charger = await db.get(Charger, charger_id)
+        tariff_id = (charger.tariff_id if charger is not None else None) or DEFAULT_TARIFF_ID
+        row = await db.get(TariffRow, tariff_id) or await db.get(TariffRow, DEFAULT_TARIFF_ID)
+        if row is None:
+            return DEFAULT_TARIFF_ID, DEFAULT_TARIFF
+        return row.id, Tariff.from_dict(row.definition)
+
+    # ------------------------------------------------------------------ walk-up sessions
+    async def open_walk_up(self, charger_id: str, connector_id: int, token: str) -> ChargingSession:
+        """A driver asks to charge: the session and its first invoice; the charger starts once it is paid."""
+        session = await self.service.create_pending_session(charger_id, connector_id)
+        now = self.clock()
+        async with self.db.begin() as db:
+            tariff_id, tariff = await self._tariff_for(db, charger_id)
+            state = open_session(session.id, now, remote_start=True)
+            db.add(
+                Settlement(
+                    session_number=session.number,
+                    token_hash=token_digest(token),
+                    tariff_id=tariff_id,
+                    tariff=tariff.to_dict(),
+                    state=state.to_dict(),
+                )
+            )
+            row = await db.get(ChargingSession, session.number)
+            assert row is not None
+            row.state = "awaiting_payment"
+        self._open[session.number] = _Open(state, tariff)
+        await self.advance(session.number, None, drain_now=True)
+        return session
+
+    # ------------------------------------------------------------------ the core step
+    def _lock(self, number: int) -> asyncio.Lock:
+        return self._locks.setdefault(number, asyncio.Lock())
+
+    async def advance(
+        self,
+        number: int,
+        fact: Fact | None,
+        *,
+        within: Callable[[AsyncSession, SessionSettlement], Awaitable[None]] | None = None,
+        drain_now: bool = False,
+    ) -> policy.Step | None:
+        """Record ``fact``, run the policy, persist state + decisions; then carry the decisions out."""
+        async with self._lock(number):
+            now = self.clock()
+            async with self.db.begin() as db:
+                row = await db.get(Settlement, number)
+                if row is None:
+                    return None
+                state = SessionSettlement.from_dict(row.state)
+                tariff = Tariff.from_dict(row.tariff)
+                if fact is not None:
+                    state = fact(state)
+                result = policy.step(state, tariff, now)
+                row.state = result.state.to_dict()
+                view = session_view(result.state, tariff, now)
+                session = await db.get(ChargingSession, number)
+                if session is not None:
+                    session.state = view.state.value
+                for decision in result.decisions:
+                    await self._persist_decision(db, number, decision)
+                if within is not None:
+                    await within(db, result.state)
+                if result.state.closed_at is not None:
+                    row.closed = True
+            if result.state.closed_at is None:
+                self._open[number] = _Open(result.state, tariff)
+            else:
+                self._open.pop(number, None)
+        await self.events.notify()
+        if result.decisions or drain_now:
+            if drain_now:
+                await self._drain(number)
+            else:
+                self._spawn(self._drain(number))
+        return result
+
+    async def _persist_decision(self, db: AsyncSession, number: int, decision: policy.Decision) -> None:
+        if await db.get(SettlementAction, decision.key) is not None:
+            return
+        db.add(
+            SettlementAction(
+                key=decision.key,
+                session_number=number,
+                kind=type(decision).__name__,
+                payload=jsonable(decision),
+            )
+        )
+        if isinstance(decision, policy.IssueInvoice | policy.IssueFinalInvoice):
+            db.add(
+                LightningInvoice(
+                    key=decision.key,
+                    session_number=number,
+                    seq=decision.seq,
+                    kind="final" if isinstance(decision, policy.IssueFinalInvoice) else "increment",
+                    payment_hash=self.payment_hash(decision.key),
+                    amount_msat=decision.amount_msat,
+                    energy_wh=decision.energy_wh,
+                    price_msat_per_kwh=decision.price_msat_per_kwh,
+                    fee_msat=decision.fee_msat,
+                    status="creating",
+                    created_at=decision.at,
+                    expires_at=decision.expires_at,
+                )
+            )
+        elif isinstance(decision, policy.ExpireInvoice | policy.CancelInvoice):
+            invoice = await db.get(LightningInvoice, decision.invoice_key)
+            if invoice is not None and invoice.status in ("creating", "open"):
+                invoice.status = "expired" if isinstance(decision, policy.ExpireInvoice) else "canceled"
+        elif isinstance(decision, policy.CloseSession):
+            settlement = await db.get(Settlement, number)
+            if settlement is not None:
+                settlement.bill = jsonable(decision.bill)
+            SessionEventLog.append(
+                db,
+                number,
+                "closed",
+                {
+                    "outcome": decision.outcome.value,
+                    "cost_msat": decision.bill.cost_msat,
+                    "paid_msat": decision.bill.paid_msat,
+                    "refundable_msat": decision.bill.refundable_msat,
+                    "unpaid_msat": decision.bill.shortfall_msat
+                    if decision.outcome.value == "unpaid_debt"
+                    else 0,
+                },
+            )
+
+    # ------------------------------------------------------------------ carrying decisions out
+    async def _drain(self, number: int) -> None:
+        lock = self._drain_locks.setdefault(number, asyncio.Lock())
+        async with lock:
+            async with self.db() as db:
+                actions = list(
+                    await db.scalars(
+                        select(SettlementAction)
+                        .where(
+                            SettlementAction.session_number == number, SettlementAction.status == "pending"
+                        )
+                        .order_by(SettlementAction.created_at, SettlementAction.key)
+                    )
+                )
+            for action in actions:
+                try:
+                    await self._perform(number, action)
+                except (LightningError, cmd.CommandFailed) as exc:
+                    await self._failed(action, exc)
+                    return  # keep the order: later actions wait for this one
+                async with self.db.begin() as db:
+                    row = await db.get(SettlementAction, action.key)
+                    if row is not None:
+                        row.status, row.done_at = "done", self.clock()
+                self._retry_at.pop(number, None)
+            await self.events.notify()
+
+    async def _failed(self, action: SettlementAction, exc: Exception) -> None:
+        async with self.db.begin() as db:
+            row = await db.get(SettlementAction, action.key)
+            if row is None:
+                return
+            row.attempts += 1
+            row.last_error = str(exc)[:500]
+            delay = min(MAX_ATTEMPTS_BACKOFF_S, 2 ** min(row.attempts, 6))
+        self._retry_at[action.session_number] = self.clock() + timedelta(seconds=delay)
+        log.warning(
+            "settlement action %s failed (attempt %d, retry in %d s): %s",
+            action.key,
+            row.attempts,
+            delay,
+            exc,
+        )
+
+    async def _perform(self, number: int, action: SettlementAction) -> None:
+        kind, payload = action.kind, action.payload
+        if kind in ("IssueInvoice", "IssueFinalInvoice"):
+            await self._create_invoice(number, action.key)
+        elif kind in ("ExpireInvoice", "CancelInvoice"):
+            await self._cancel_invoice(payload["invoice_key"])
+        elif kind == "RemoteStart":
+            await self._remote_start(number)
+        elif kind == "Suspend":
+            await self._suspend(number, payload.get("reason", ""))
+        elif kind == "Resume":
+            await self._resume(number)
+        elif kind == "StopTransaction":
+            await self._stop(number, payload.get("reason", ""))
+        elif kind == "CloseSession":
+            pass  # recorded with the decision itself
+        else:  # pragma: no cover - a decision type the engine does not know
+            raise RuntimeError(f"unknown settlement action {kind}")
+
+    async def _create_invoice(self, number: int, key: str) -> None:
+        async with self.db() as db:
+            row = await db.get(LightningInvoice, key)
+            session = await db.get(ChargingSession, number)
+        if row is None or row.status != "creating" or session is None:
+            return
+        expiry_s = max(1, int((row.expires_at - self.clock()).total_seconds()))
+        memo = (
+            f"satwatt {session.charger_id}/{session.connector_id}: {row.energy_wh} Wh at "
+            f"{row.price_msat_per_kwh // 1000} sat/kWh" + (" (final)" if row.kind == "final" else "")
+        )
+        preimage = self.preimage(key)
+        try:
+            invoice = await self.backend.create_invoice(row.amount_msat, memo, expiry_s, preimage=preimage)
+        except DuplicateInvoice:  # created before a crash: the same preimage gives the same invoice
+            invoice = await self.backend.lookup_invoice(hashlib.sha256(preimage).digest())
+        async with self.db.begin() as db:
+            row = await db.get(LightningInvoice, key)
+            assert row is not None
+            row.bolt11 = invoice.bolt11
+            if row.status == "creating":
+                row.status = "open"
+            SessionEventLog.append(db, number, "invoice", self.invoice_event(row))
+        if invoice.state is InvoiceState.SETTLED:
+            await self.on_payment(invoice)
+
+    @staticmethod
+    def invoice_event(row: LightningInvoice) -> dict[str, Any]:
+        return {
+            "key": row.key,
+            "kind": row.kind,
+            "payment_hash": row.payment_hash,
+            "bolt11": row.bolt11,
+            "amount_msat": row.amount_msat,
+            "energy_wh": row.energy_wh,
+            "price_msat_per_kwh": row.price_msat_per_kwh,
+            "fee_msat": row.fee_msat,
+            "expires_at": row.expires_at.isoformat(),
+        }
+
+    async def _cancel_invoice(self, key: str) -> None:
+        async with self.db() as db:
+            row = await db.get(LightningInvoice, key)
+        if row is None or row.bolt11 is None:
+            return
+        try:
+            await self.backend.cancel_hold_invoice(bytes.fromhex(row.payment_hash))
+        except InvoiceAlreadySettled:
+            await self.on_payment(await self.backend.lookup_invoice(bytes.fromhex(row.payment_hash)))
+        except LightningError as exc:
+            if isinstance(exc, BackendUnavailable):
+                raise
+            log.info("invoice %s not canceled at the node (%s); it expires there by itself", key, exc)
+
+    async def _session(self, number: int) -> ChargingSession:
+        async with self.db() as db:
+            session = await db.get(ChargingSession, number)
+        assert session is not None
+        return session
+
+    async def _log(self, number: int, kind: str, data: dict[str, Any]) -> None:
+        async with self.db.begin() as db:
+            SessionEventLog.append(db, number, kind, data)
+
+    async def _remote_start(self, number: int) -> None:
+        session = await self._session(number)
+        try:
+            result = await self.registry.execute(
+                session.charger_id,
+                cmd.RemoteStart(
+                    id_tag=session.id_tag or "",
+                    connector_id=session.connector_id,
+                    remote_start_id=session.remote_start_id,
+                ),
+            )
+        except cmd.CommandFailed as exc:
+            if exc.reason in ("not_connected", "timeout"):
+                raise
+            result = cmd.CommandResult("Rejected", {"error": str(exc)})
+        if not result.accepted:
+            log.warning(
+                "%s refused the remote start of paid session %s: %s",
+                session.charger_id,
+                session.id,
+                result.status,
+            )
+            await self.service.abandon_pending_session(session.id, f"remote start {result.status}")
+            at = self.clock()
+            await self.advance(number, lambda s: record_transaction_ended(s, at))
+
+    async def _suspend(self, number: int, reason: str) -> None:
+        session = await self._session(number)
+        if session.ended_at is not None or session.ocpp_transaction_id is None:
+            return
+        limit = cmd.SetPowerLimit(
+            session.connector_id or 1, 0, SUSPEND_PROFILE_ID, session.ocpp_transaction_id
+        )
+        how = "charging profile"
+        try:
+            result = await self.registry.execute(session.charger_id, limit)
+            accepted = result.accepted
+        except cmd.CommandFailed as exc:
+            if exc.reason in ("not_connected", "timeout"):
+                raise
+            accepted = False
+        if not accepted:  # a charger without smart charging: stop the transaction instead
+            how = "remote stop"
+            await self.registry.execute(session.charger_id, cmd.RemoteStop(session.ocpp_transaction_id))
+        await self._log(number, "suspended", {"reason": reason, "how": how})
+
+    async def _resume(self, number: int) -> None:
+        session = await self._session(number)
+        if session.ended_at is None:
+            await self.registry.execute(
+                session.charger_id, cmd.ClearPowerLimit(SUSPEND_PROFILE_ID, session.connector_id)
+            )
+        await self._log(number, "resumed", {})
+
+    async def _stop(self, number: int, reason: str) -> None:
+        session = await self._session(number)
+        if session.ended_at is None and session.ocpp_transaction_id is not None:
+            await self.registry.execute(session.charger_id, cmd.RemoteStop(session.ocpp_transaction_id))
+        await self._log(number, "stopping", {"reason": reason})
+
+    # ------------------------------------------------------------------ payments
+    async def on_payment(self, invoice: NodeInvoice) -> None:
+        """The node settled an invoice; credit it to its session once."""
+        if invoice.state is not InvoiceState.SETTLED:
+            return
+        async with self.db() as db:
+            row = await db.scalar(
+                select(LightningInvoice).where(LightningInvoice.payment_hash == invoice.payment_hash_hex)
+            )
+        if row is None or row.status == "paid":
+            return  # not one of ours, or already credited
+        paid_at = invoice.settled_at or self.clock()
+        key = row.key
+
+        def fact(state: SessionSettlement) -> SessionSettlement:
+            try:
+                return record_payment(state, key, paid_at)
+            except UnknownInvoiceError:
+                return state
+
+        async def mark(db: AsyncSession, _state: SessionSettlement) -> None:
+            stored = await db.get(LightningInvoice, key)
+            if stored is None or stored.status == "paid":
+                return
+            stored.status, stored.paid_at = "paid", paid_at
+            stored.amount_paid_msat, stored.settle_index = invoice.amount_paid_msat, invoice.settle_index
+            SessionEventLog.append(
+                db,
+                stored.session_number,
+                "paid",
+                {
+                    "key": key,
+                    "payment_hash": stored.payment_hash,
+                    "amount_msat": stored.amount_msat,
+                    "energy_wh": stored.energy_wh,
+                },
+            )
+
+        await self.advance(row.session_number, fact, within=mark)
+        self._spawn(self._send_running_cost(row.session_number))
+
+    async def reconcile(self) -> None:
+        """Ask the node about every invoice we still think is open (payments missed while down)."""
+        async with self.db() as db:
+            rows = list(await db.scalars(select(LightningInvoice).where(LightningInvoice.status == "open")))
+        for row in rows:
+            try:
+                invoice = await self.backend.lookup_invoice(bytes.fromhex(row.payment_hash))
+            except LightningError as exc:
+                log.warning("reconciling invoice %s failed: %s", row.key, exc)
+                continue
+            await self.on_payment(invoice)
+
+    async def _payments(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                async for invoice in self.backend.invoice_updates(self.cursor):
+                    self.stream_connected.set()
+                    delay = 1.0
+                    if invoice.state is InvoiceState.SETTLED:
+                        await self.on_payment(invoice)
+                    advanced = self.cursor.advance(invoice)
+                    if advanced != self.cursor:
+                        self.cursor = advanced
+                        await self._save_cursor()
+            except asyncio.CancelledError:
+                raise
+            except LightningError as exc:
+                log.warning("invoice stream interrupted: %s (retrying in %.0f s)", exc, delay)
+            except Exception:
+                log.exception("invoice stream failed (retrying in %.0f s)", delay)
+            self.stream_connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            await self.reconcile()
+
+    async def _save_cursor(self) -> None:
+        async with self.db.begin() as db:
+            row = await db.get(LightningCursor, CURSOR_NAME)
+            if row is None:
+                db.add(
+                    LightningCursor(
+                        name=CURSOR_NAME,
+                        add_index=self.cursor.add_index,
+                        settle_index=self.cursor.settle_index,
+                    )
+                )
+            else:
+                row.add_index, row.settle_index = self.cursor.add_index, self.cursor.settle_index
+
+    # ------------------------------------------------------------------ time
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            await self.tick()
+
+    async def tick(self) -> None:
+        """Step every open session whose policy has something to decide now; retry failed actions."""
+        now = self.clock()
+        for number, entry in list(self._open.items()):
+            if self._lock(number).locked():
+                continue
+            if policy.decide(entry.state, entry.tariff, now):
+                await self.advance(number, None)
+        for number, when in list(self._retry_at.items()):
+            if when <= now:
+                self._retry_at.pop(number, None)
+                self._spawn(self._drain(number))
+
+    # ------------------------------------------------------------------ figures
+    def view(self, number: int) -> tuple[SessionSettlement, Tariff] | None:
+        entry = self._open.get(number)
+        return (entry.state, entry.tariff) if entry is not None else None
+
+    async def cost_msat(self, session_number: int) -> int | None:
+        """The session's cost so far (the final cost once the transaction ended), None if not sold."""
+        async with self.db() as db:
+            row = await db.get(Settlement, session_number)
+        if row is None:
+            return None
+        state = SessionSettlement.from_dict(row.state)
+        return compute_bill(state, Tariff.from_dict(row.tariff), self.clock()).cost_msat
+
+    async def _send_running_cost(self, number: int) -> None:
+        """Tell the charger the running cost: 2.0.1 CostUpdated; 1.6 the OCA cost DataTransfer."""
+        session = await self._session(number)
+        cost = await self.cost_msat(number)
+        connection = self.registry.get(session.charger_id)
+        if cost is None or connection is None or session.ended_at is not None or session.state == ENDED:
+            return
+        sats = Decimal(cost) / 1000
+        try:
+            if connection.version == "2.0.1":
+                await connection.adapter.call(
+                    "CostUpdated", {"totalCost": sats, "transactionId": session.ocpp_transaction_id or ""}
+                )
+            else:
+                await connection.adapter.execute(
+                    cmd.DataTransfer(
+                        "org.openchargealliance.costmsg",
+                        "RunningCost",
+                        f'{{"transactionId": {session.ocpp_transaction_id}, "cost": {sats}, '
+                        f'"meterValue": {session.energy_wh}, "state": "Charging"}}',
+                    )
+                )
+        except cmd.CommandFailed as exc:
+            log.debug("%s did not take the running cost: %s", session.charger_id, exc)
+
