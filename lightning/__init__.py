@@ -25,6 +25,7 @@ from lightning.errors import (
     PaymentInFlight,
     PermissionDenied,
 )
+from lightning.payreq import PayReq, decode_payreq
 
 __all__ = [
     "DEFAULT_HOLD_CLTV_EXPIRY",
@@ -43,9 +44,11 @@ __all__ = [
     "InvoiceStillOpen",
     "LightningError",
     "NodeInfo",
+    "PayReq",
     "PaymentFailed",
     "PaymentInFlight",
     "PaymentResult",
     "PaymentStatus",
     "PermissionDenied",
+    "decode_payreq",
 ]

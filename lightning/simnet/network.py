@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import heapq
 import logging
 import random
 import secrets
@@ -198,6 +199,7 @@ class Network:
         self.single_events = _Broadcast()  # key: (node, r_hash); items: ln.Invoice
         self.payment_events = _Broadcast()  # key: (node, payment_hash); items: PaymentRow snapshot
         self.block_height = int(store.get_meta("block_height", "1000") or "1000")
+        self._expiries: list[tuple[int, str, bytes]] = []  # heap of (expiry time, node, r_hash)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._load(nodes)
 
@@ -221,6 +223,10 @@ class Network:
                 self.invoices_by_add[inv.node].append(inv)
         for node_invoices in self.invoices_by_add.values():
             node_invoices.sort(key=lambda r: r.add_index)
+            for inv in node_invoices:
+                if inv.state == OPEN:
+                    self._expiries.append((inv.creation_date + inv.expiry, inv.node, inv.r_hash))
+        heapq.heapify(self._expiries)
         for pay in self.store.load_payments():
             if pay.node not in self.nodes:
                 continue
@@ -275,11 +281,12 @@ class Network:
     def expire_invoices(self, now: float | None = None) -> int:
         current = time.time() if now is None else now
         count = 0
-        for node_invoices in self.invoices.values():
-            for inv in node_invoices.values():
-                if inv.state == OPEN and inv.creation_date + inv.expiry <= current:
-                    self._cancel(inv)
-                    count += 1
+        while self._expiries and self._expiries[0][0] <= current:
+            _, node, r_hash = heapq.heappop(self._expiries)
+            inv = self.invoices.get(node, {}).get(r_hash)
+            if inv is not None and inv.state == OPEN:
+                self._cancel(inv)
+                count += 1
         return count
 
     def mine_blocks(self, n: int) -> int:
@@ -435,6 +442,7 @@ class Network:
             self.store.save_invoice(inv)
         self.invoices[node_name][r_hash] = inv
         self.invoices_by_add[node_name].append(inv)
+        heapq.heappush(self._expiries, (now + expiry, node_name, r_hash))
         proto = self.invoice_proto(inv)
         self.invoice_events.publish(node_name, ("add", proto))
         self.single_events.publish((node_name, r_hash), proto)

@@ -126,3 +126,58 @@ async def test_forged_macaroon_is_denied(simnet: Simnet, tmp_path) -> None:
             await backend.get_info()
     finally:
         await backend.close()
+
+
+async def test_decode_payreq(seller: LndBackend, simnet: Simnet) -> None:
+    from lightning import decode_payreq
+
+    invoice = await seller.create_invoice(30_000, "30 Wh", expiry_s=600)
+    req = decode_payreq(invoice.bolt11)
+    assert req.payment_hash == invoice.payment_hash and req.amount_msat == 30_000
+    assert req.payee == simnet.pubkey("satwatt") and req.network == "regtest"
+    assert req.description == "30 Wh" and req.expires_at == invoice.expires_at
+    assert not req.is_expired()
+    with pytest.raises(InvalidRequest):
+        decode_payreq("lnbcrt1garbage")
+    tampered = invoice.bolt11[:-8] + ("q" if invoice.bolt11[-8] != "q" else "p") + invoice.bolt11[-7:]
+    with pytest.raises(InvalidRequest):
+        decode_payreq(tampered)  # checksum
+
+
+async def test_one_long_lived_channel(seller: LndBackend) -> None:
+    await seller.get_info()
+    channel = seller._channel
+    for _ in range(5):
+        await seller.create_invoice(1_000)
+    assert seller._channel is channel is not None
+
+
+async def test_rpc_latency_injection(seller: LndBackend, simnet: Simnet) -> None:
+    import time
+
+    simnet.faults.rpc_latency_s = 0.2
+    started = time.monotonic()
+    await seller.get_info()
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_macaroon_never_logged(simnet: Simnet, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from lightning import BackendUnavailable
+    from lightning.lnd import LndConfig, RetryPolicy
+
+    config = LndConfig.from_simnet(simnet, "satwatt")
+    secret = config.macaroon.hex()
+    backend = LndBackend(config, retry=RetryPolicy(initial_backoff_s=0.02, unavailable_timeout_s=0.2))
+    caplog.set_level(logging.DEBUG)
+    simnet.set_unavailable(True)
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            await backend.get_info()
+    finally:
+        simnet.set_unavailable(False)
+        await backend.close()
+    assert "unavailable" in caplog.text.lower()
+    for text in (caplog.text, str(info.value), repr(config), str(backend.health), repr(backend.__dict__)):
+        assert secret not in text
