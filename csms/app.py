@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from csms import __version__
-from csms.api import chargers, id_tags, problems, sessions
+from csms.api import chargers, id_tags, payers, problems, sessions, tariffs
 from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
 from csms.db.engine import create_engine, create_session_factory
@@ -109,6 +109,8 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     app.include_router(chargers.router)
     app.include_router(sessions.router)
     app.include_router(id_tags.router)
+    app.include_router(tariffs.router)
+    app.include_router(payers.router)
 
     @app.websocket("/ocpp/{charge_point_id}")
     async def ocpp(websocket: WebSocket, charge_point_id: str) -> None:

@@ -14,7 +14,9 @@ async def test_operator_key_is_required(server: RunningServer) -> None:
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"].startswith("Bearer")
     async with server.api(key="wrong-key") as wrong:
-        assert (await wrong.get("/api/v1/sessions")).status_code == 401
+        assert (await wrong.get("/api/v1/chargers")).status_code == 401
+        # sessions also take driver and payer tokens: an unknown token is refused as forbidden
+        assert (await wrong.get("/api/v1/sessions")).status_code == 403
     async with server.api(key=None) as anonymous:
         assert (await anonymous.get("/healthz")).json()["status"] == "ok"
 

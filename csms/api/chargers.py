@@ -33,7 +33,7 @@ from csms.api.schemas import (
 from csms.charging import commands as cmd
 from csms.charging import control
 from csms.charging.service import ChargingService
-from csms.db.models import Charger, Connector
+from csms.db.models import Charger, Connector, TariffRow
 from csms.ocpp.registry import ConnectionRegistry
 from csms.security import hash_password
 
@@ -72,6 +72,7 @@ def charger_out(charger: Charger, connectors: list[Connector], registry: Connect
         remote_address=charger.remote_address,
         meter_interval_s=charger.meter_interval_s,
         meter_interval_status=charger.meter_interval_status,
+        tariff_id=charger.tariff_id,
         created_at=charger.created_at,
         connectors=[
             ConnectorOut(
@@ -160,6 +161,15 @@ async def update_charger(
             charger.password_hash = None
         if body.lenient is not None:
             charger.lenient = body.lenient
+        if body.tariff_id is not None:
+            if await db.get(TariffRow, body.tariff_id) is None:
+                raise Problem(
+                    422,
+                    "Invalid request",
+                    f"tariff_id: no tariff {body.tariff_id!r}",
+                    errors=[{"field": "tariff_id", "message": "no such tariff"}],
+                )
+            charger.tariff_id = body.tariff_id
     charger, connectors = await _load(service, charger_id)
     return charger_out(charger, connectors, registry)
 

@@ -33,6 +33,7 @@ class ChargerUpdate(Strict):
     password: str | None = Field(default=None, min_length=8, max_length=64)
     remove_password: bool = False
     lenient: bool | None = None
+    tariff_id: str | None = Field(default=None, description="The tariff this charger sells under.")
 
 
 class ConnectorOut(BaseModel):
@@ -62,6 +63,7 @@ class ChargerOut(BaseModel):
     remote_address: str | None
     meter_interval_s: int | None
     meter_interval_status: str | None
+    tariff_id: str | None
     created_at: datetime
     connectors: list[ConnectorOut]
 
@@ -73,30 +75,6 @@ class MeterPoint(BaseModel):
     soc_percent: int | None
     context: str
     after_end: bool
-
-
-class SessionOut(BaseModel):
-    id: str
-    charger_id: str
-    connector_id: int | None
-    protocol: str | None
-    ocpp_transaction_id: str | None
-    id_tag: str | None
-    id_tag_status: str | None
-    state: str
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    stop_reason: str | None
-    meter_start_wh: int | None
-    meter_stop_wh: int | None
-    energy_wh: int
-    power_w: int | None
-    offline_events: int
-
-
-class SessionDetail(SessionOut):
-    meter_series: list[MeterPoint]
 
 
 class IdTagCreate(Strict):

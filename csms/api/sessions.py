@@ -1,27 +1,131 @@
-"""/api/v1/sessions: satwatt's record of each charge, with its energy and meter series."""
+"""/api/v1/sessions: each charge with its energy, its money and its live event stream.
+
+Drivers start a paid session here (walk-up: no operator key; the session token comes back once) and
+follow it with the session token; payers see the sessions of their id tags; the operator sees all.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from csms.api.auth import require_operator
-from csms.api.deps import service_of
+from csms.api.access import Principal, new_token, principal_of
+from csms.api.deps import registry_of, service_of
 from csms.api.problems import Problem
-from csms.api.schemas import MeterPoint, SessionDetail, SessionOut
+from csms.api.schemas import MeterPoint
+from csms.charging import commands as cmd
 from csms.charging.service import ChargingService
-from csms.db.models import ChargingSession, MeterSample
+from csms.charging.session_events import SessionEventLog
+from csms.db.models import Charger, ChargingSession, LightningInvoice, MeterSample, Settlement
+from csms.ocpp.registry import ConnectionRegistry
+from csms.settlement.bill import session_view
+from csms.settlement.engine import SettlementEngine
+from csms.settlement.session import SessionSettlement, record_transaction_ended
+from csms.settlement.tariff import Tariff
+from lightning import LightningError
 
-router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"], dependencies=[Depends(require_operator)])
+router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 Service = Annotated[ChargingService, Depends(service_of)]
+Registry = Annotated[ConnectionRegistry, Depends(registry_of)]
+Caller = Annotated[Principal, Depends(principal_of)]
 
-STATES = ("pending", "charging", "ended")
+STATES = ("pending", "awaiting_payment", "charging", "suspended", "awaiting_payment_final", "ended")
 
 
-def session_out(session: ChargingSession) -> SessionOut:
-    return SessionOut.model_validate(session, from_attributes=True)
+class InvoiceOut(BaseModel):
+    key: str
+    kind: str
+    payment_hash: str
+    bolt11: str | None
+    amount_msat: int
+    energy_wh: int
+    price_msat_per_kwh: int
+    fee_msat: int
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    paid_at: datetime | None
+
+
+class SessionOut(BaseModel):
+    id: str
+    charger_id: str
+    connector_id: int | None
+    protocol: str | None
+    ocpp_transaction_id: str | None
+    id_tag: str | None
+    id_tag_status: str | None
+    state: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    stop_reason: str | None
+    meter_start_wh: int | None
+    meter_stop_wh: int | None
+    energy_wh: int
+    power_w: int | None
+    offline_events: int
+    sold: bool = Field(description="Whether this session is paid for over Lightning (else the operator's).")
+    payer_id: str | None = None
+    tariff_id: str | None = None
+    tariff: dict[str, Any] | None = Field(default=None, description="The tariff the session is sold under.")
+    cost_msat: int | None = None
+    billed_msat: int | None = None
+    paid_msat: int | None = None
+    credit_wh: int | None = None
+    refundable_msat: int | None = None
+    unpaid_msat: int | None = None
+    outcome: str | None = None
+
+
+class SessionDetail(SessionOut):
+    meter_series: list[MeterPoint]
+
+
+class WalkUpRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    charger_id: str = Field(min_length=1, max_length=48)
+    connector_id: int = Field(ge=1, le=1000)
+
+
+class WalkUpCreated(SessionOut):
+    token: str = Field(description="The session's secret token; shown only now.")
+    invoice: InvoiceOut | None = Field(description="The first invoice: pay it and the charger starts.")
+    events_url: str
+
+
+def invoice_out(row: LightningInvoice) -> InvoiceOut:
+    return InvoiceOut.model_validate(row, from_attributes=True)
+
+
+def session_out(session: ChargingSession, settlement: Settlement | None) -> SessionOut:
+    base = {name: getattr(session, name) for name in SessionOut.model_fields if hasattr(session, name)}
+    base["sold"] = settlement is not None
+    if settlement is not None:
+        state = SessionSettlement.from_dict(settlement.state)
+        view = session_view(state, Tariff.from_dict(settlement.tariff), datetime.now(UTC))
+        base.update(
+            payer_id=settlement.payer_id,
+            tariff_id=settlement.tariff_id,
+            tariff=settlement.tariff,
+            cost_msat=view.cost_msat,
+            billed_msat=view.billed_msat,
+            paid_msat=view.paid_msat,
+            credit_wh=view.credit_wh,
+            refundable_msat=view.refundable_msat,
+            unpaid_msat=view.unpaid_msat,
+            outcome=view.outcome,
+            state=view.state.value,
+        )
+    return SessionOut(**base)
 
 
 def meter_point(session: ChargingSession, sample: MeterSample) -> MeterPoint:
@@ -38,9 +142,83 @@ def meter_point(session: ChargingSession, sample: MeterSample) -> MeterPoint:
     )
 
 
-@router.get("", response_model=list[SessionOut], summary="List sessions, newest first")
+async def _visible(
+    service: ChargingService, caller: Principal, session_id: str
+) -> tuple[ChargingSession, Settlement | None]:
+    async with service.db() as db:
+        session = await db.scalar(select(ChargingSession).where(ChargingSession.id == session_id))
+        settlement = await db.get(Settlement, session.number) if session is not None else None
+    if session is None:
+        if caller.kind == "operator":
+            raise Problem(404, "Session not found", f"no session with id {session_id!r}")
+        raise Problem(403, "Forbidden", "this token gives no access to that session")
+    if not caller.may_see(session, settlement):
+        raise Problem(403, "Forbidden", "this token gives no access to that session")
+    return session, settlement
+
+
+def _engine(request: Request) -> SettlementEngine:
+    engine: SettlementEngine | None = getattr(request.app.state, "settlement", None)
+    if engine is None:
+        raise Problem(503, "Settlement not running", "satwatt is starting or stopping")
+    return engine
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=WalkUpCreated,
+    summary="Start a paid session (walk-up): returns the first invoice and a session token",
+)
+async def start_session(
+    body: WalkUpRequest, request: Request, service: Service, registry: Registry, response: Response
+) -> WalkUpCreated:
+    async with service.db() as db:
+        charger = await db.get(Charger, body.charger_id)
+        busy = await db.scalar(
+            select(ChargingSession.id).where(
+                ChargingSession.charger_id == body.charger_id,
+                ChargingSession.connector_id == body.connector_id,
+                ChargingSession.ended_at.is_(None),
+                ChargingSession.state != "ended",
+            )
+        )
+    if charger is None:
+        raise Problem(404, "Charger not found", f"no charger with id {body.charger_id!r}")
+    if registry.get(body.charger_id) is None:
+        raise Problem(
+            409, "Charger offline", f"charger {body.charger_id} is not connected", reason="not_connected"
+        )
+    if busy is not None:
+        raise Problem(
+            409, "Connector busy", f"connector {body.connector_id} has a session in progress", reason="busy"
+        )
+    token = new_token("st_")
+    session = await _engine(request).open_walk_up(body.charger_id, body.connector_id, token)
+    async with service.db() as db:
+        session_row = await db.get(ChargingSession, session.number)
+        settlement = await db.get(Settlement, session.number)
+        first = await db.scalar(
+            select(LightningInvoice)
+            .where(LightningInvoice.session_number == session.number)
+            .order_by(LightningInvoice.seq)
+            .limit(1)
+        )
+    assert session_row is not None
+    response.headers["Location"] = f"/api/v1/sessions/{session.id}"
+    out = session_out(session_row, settlement)
+    return WalkUpCreated(
+        **out.model_dump(),
+        token=token,
+        invoice=invoice_out(first) if first is not None and first.bolt11 else None,
+        events_url=f"/api/v1/sessions/{session.id}/events",
+    )
+
+
+@router.get("", response_model=list[SessionOut], summary="List sessions the caller may see, newest first")
 async def list_sessions(
     service: Service,
+    caller: Caller,
     charger_id: str | None = None,
     state: Annotated[str | None, Query(description="One of: " + ", ".join(STATES))] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -53,25 +231,186 @@ async def list_sessions(
             f"state: must be one of {', '.join(STATES)}",
             errors=[{"field": "state", "message": f"must be one of {', '.join(STATES)}"}],
         )
-    query = select(ChargingSession).order_by(ChargingSession.number.desc()).limit(limit).offset(offset)
+    query = (
+        select(ChargingSession, Settlement)
+        .outerjoin(Settlement, Settlement.session_number == ChargingSession.number)
+        .order_by(ChargingSession.number.desc())
+        .limit(limit)
+        .offset(offset)
+    )
     if charger_id is not None:
         query = query.where(ChargingSession.charger_id == charger_id)
     if state is not None:
         query = query.where(ChargingSession.state == state)
+    if caller.kind == "payer":
+        query = query.where(Settlement.payer_id == caller.payer_id)
+    elif caller.kind == "session":
+        query = query.where(ChargingSession.number == caller.session_number)
     async with service.db() as db:
-        return [session_out(s) for s in await db.scalars(query)]
+        return [session_out(s, t) for s, t in (await db.execute(query)).all()]
 
 
 @router.get("/{session_id}", response_model=SessionDetail, summary="Show a session with its meter series")
-async def get_session(session_id: str, service: Service) -> SessionDetail:
+async def get_session(session_id: str, service: Service, caller: Caller) -> SessionDetail:
+    session, settlement = await _visible(service, caller, session_id)
     async with service.db() as db:
-        session = await db.scalar(select(ChargingSession).where(ChargingSession.id == session_id))
-        if session is None:
-            raise Problem(404, "Session not found", f"no session with id {session_id!r}")
         samples = await db.scalars(
             select(MeterSample)
             .where(MeterSample.session_number == session.number)
             .order_by(MeterSample.timestamp, MeterSample.id)
         )
         series = [meter_point(session, s) for s in samples]
-    return SessionDetail(**session_out(session).model_dump(), meter_series=series)
+    return SessionDetail(**session_out(session, settlement).model_dump(), meter_series=series)
+
+
+@router.get("/{session_id}/invoices", response_model=list[InvoiceOut], summary="The session's invoices")
+async def list_invoices(session_id: str, service: Service, caller: Caller) -> list[InvoiceOut]:
+    session, _ = await _visible(service, caller, session_id)
+    async with service.db() as db:
+        rows = await db.scalars(
+            select(LightningInvoice)
+            .where(LightningInvoice.session_number == session.number)
+            .order_by(LightningInvoice.seq)
+        )
+        return [invoice_out(r) for r in rows]
+
+
+@router.post("/{session_id}/stop", response_model=SessionOut, summary="Stop a session (driver or operator)")
+async def stop_session(
+    session_id: str, request: Request, service: Service, registry: Registry, caller: Caller
+) -> SessionOut:
+    session, settlement = await _visible(service, caller, session_id)
+    if session.ended_at is not None:
+        raise Problem(409, "Session not running", f"session {session_id} has ended")
+    if session.ocpp_transaction_id is None:  # paid for but not started yet: call it off
+        if settlement is not None:
+            at = datetime.now(UTC)
+            await _engine(request).advance(session.number, lambda s: record_transaction_ended(s, at))
+        await service.abandon_pending_session(session.id, "stopped before start")
+    else:
+        try:
+            await registry.execute(session.charger_id, cmd.RemoteStop(session.ocpp_transaction_id))
+        except cmd.CommandFailed as exc:
+            raise Problem(
+                409 if exc.reason == "not_connected" else 502, "Stop failed", str(exc), reason=exc.reason
+            ) from None
+    session, settlement = await _visible(service, caller, session_id)
+    return session_out(session, settlement)
+
+
+@router.get(
+    "/{session_id}/events",
+    summary="Server-sent events: meter, invoice, paid, suspended, resumed, ended",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def session_events(
+    session_id: str,
+    request: Request,
+    service: Service,
+    token: Annotated[
+        str | None, Query(description="For browsers' EventSource, which cannot send headers")
+    ] = None,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int, Query(ge=0, description="Replay events after this id")] = 0,
+) -> StreamingResponse:
+    caller = await principal_of(request, token)
+    session, settlement = await _visible(service, caller, session_id)
+    events: SessionEventLog = request.app.state.events
+    start = last_event_id if last_event_id is not None else after
+    final_kind = "closed" if settlement is not None else "ended"
+
+    async def stream() -> Any:
+        yield "retry: 2000\n\n"
+        async for event in events.follow(session.number, start):
+            if event is None:
+                yield ": keep-alive\n\n"
+                continue
+            data = json.dumps(
+                {**event.data, "session_id": session.id, "at": event.created_at.isoformat()}
+                if "at" not in event.data
+                else {**event.data, "session_id": session.id}
+            )
+            yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+            if event.kind == final_kind:
+                return
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+LEDGER_COLUMNS = (
+    "key",
+    "kind",
+    "payment_hash",
+    "amount_msat",
+    "energy_wh",
+    "price_msat_per_kwh",
+    "fee_msat",
+    "status",
+    "created_at",
+    "expires_at",
+    "paid_at",
+    "node_state",
+    "node_amount_paid_msat",
+)
+
+
+@router.get("/{session_id}/ledger", summary="The session's ledger (JSON or CSV), reconciled with the node")
+async def ledger(
+    session_id: str,
+    request: Request,
+    service: Service,
+    caller: Caller,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+    reconcile: Annotated[bool, Query(description="Ask the Lightning node about every invoice")] = False,
+) -> Response:
+    session, settlement = await _visible(service, caller, session_id)
+    async with service.db() as db:
+        rows = list(
+            await db.scalars(
+                select(LightningInvoice)
+                .where(LightningInvoice.session_number == session.number)
+                .order_by(LightningInvoice.seq)
+            )
+        )
+    entries: list[dict[str, Any]] = []
+    for row in rows:
+        entry = invoice_out(row).model_dump(mode="json")
+        entry["node_state"] = entry["node_amount_paid_msat"] = None
+        if reconcile and row.bolt11:
+            try:
+                node = await _engine(request).backend.lookup_invoice(bytes.fromhex(row.payment_hash))
+                entry["node_state"], entry["node_amount_paid_msat"] = node.state.value, node.amount_paid_msat
+            except LightningError as exc:
+                entry["node_state"] = f"unknown: {type(exc).__name__}"
+        entries.append(entry)
+    if format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=LEDGER_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(entries)
+        return Response(
+            buffer.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="satwatt-{session.id}.csv"'},
+        )
+    summary = session_out(session, settlement).model_dump(mode="json")
+    mismatches = [
+        e["key"]
+        for e in entries
+        if reconcile
+        and e["node_state"] is not None
+        and ((e["status"] == "paid") != (e["node_state"] == "SETTLED"))
+    ]
+    body = {
+        "session": summary,
+        "invoices": entries,
+        "bill": settlement.bill if settlement else None,
+        "reconciled": reconcile,
+        "mismatches": mismatches,
+    }
+    return Response(json.dumps(body), media_type="application/json")

@@ -717,4 +717,3 @@ class SettlementEngine:
                 )
         except cmd.CommandFailed as exc:
             log.debug("%s did not take the running cost: %s", session.charger_id, exc)
-
