@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import bolt11
 import grpc
 
 from lightning._protos import inv, inv_grpc, ln, ln_grpc, router, router_grpc, state, state_grpc
@@ -40,6 +39,7 @@ from lightning.errors import (
 )
 from lightning.lnd.config import LndConfig
 from lightning.lnd.convert import invoice_from_proto, map_rpc_error, payment_from_proto
+from lightning.payreq import payment_hash_of
 
 log = logging.getLogger("lightning.lnd")
 
@@ -467,10 +467,7 @@ class LndBackend:
         TrackPaymentV2, and paying an invoice this node already paid returns that payment.
         Raises :class:`PaymentFailed` (``.reason``, ``.result``) when the payment fails.
         """
-        try:
-            payment_hash = bytes.fromhex(bolt11.decode(bolt11_invoice).payment_hash)
-        except Exception as exc:
-            raise InvalidRequest(f"invalid payment request: {exc}") from exc
+        payment_hash = payment_hash_of(bolt11_invoice)  # raises InvalidRequest
         if fee_limit_msat < 0:
             raise InvalidRequest("fee_limit_msat must not be negative")
         if timeout_s <= 0:

@@ -247,7 +247,7 @@ class LightningService(ln_grpc.LightningServicer):  # type: ignore[misc]
             await _abort(context, unknown("sat and msat arguments are mutually exclusive"))
         amt_msat = request.amt_msat or request.amt * 1000
         try:
-            decoded_amt = int(self.net.decode(request.payment_request).amount_msat or 0)
+            decoded_amt = self.net.invoice_amount_msat(request.payment_request)
             fee_limit = _resolve_fee_limit_msat(
                 request.fee_limit if request.HasField("fee_limit") else None, decoded_amt or amt_msat
             )

@@ -181,3 +181,17 @@ async def test_macaroon_never_logged(simnet: Simnet, caplog: pytest.LogCaptureFi
     assert "unavailable" in caplog.text.lower()
     for text in (caplog.text, str(info.value), repr(config), str(backend.health), repr(backend.__dict__)):
         assert secret not in text
+
+
+async def test_payment_hash_of_matches_full_decode(seller: LndBackend) -> None:
+    from lightning.payreq import payment_hash_of
+
+    for amount, memo in ((3_000, "x"), (0, ""), (123_456_789, "m" * 600)):
+        invoice = await seller.create_invoice(amount, memo)
+        assert payment_hash_of(invoice.bolt11) == invoice.payment_hash
+        assert payment_hash_of(invoice.bolt11.upper()) == invoice.payment_hash
+        assert bytes.fromhex(bolt11.decode(invoice.bolt11).payment_hash) == invoice.payment_hash
+    broken = invoice.bolt11[:-1] + ("q" if invoice.bolt11[-1] != "q" else "p")
+    for bad in (broken, "lnbcrt1qqqq", "hello", ""):
+        with pytest.raises(InvalidRequest):
+            payment_hash_of(bad)
