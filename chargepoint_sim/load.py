@@ -148,7 +148,6 @@ async def _drive(run: LoadRun, cp: ChargePoint, deadline: float) -> None:
         except TimeoutError:
             run.boot_failures += 1
             return
-        run.peak_online = max(run.peak_online, run.online_count())
         if not plugged:
             await cp.plug_in(1, "sedan", soc=0.2)
             plugged = True
