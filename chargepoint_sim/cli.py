@@ -294,10 +294,10 @@ async def _run_fleet(scen: Scenario, url: str, auto_charge: bool, id_tag: str, e
     finally:
         for t in tasks:
             t.cancel()
-        console.print("stopping…")
-        await asyncio.gather(*(cp.stop() for cp in cps), return_exceptions=True)
+        console.print("stopping (ending transactions)…")
+        await asyncio.gather(*(cp.stop(end_transactions=True) for cp in cps), return_exceptions=True)
         if not live:
-            console.print(render_table(cps, title, []))
+            Console(width=max(console.width, 150)).print(render_table(cps, title, []))
 
 
 @app.command()
