@@ -108,4 +108,4 @@ def test_cli_run_for_a_while(csms_thread_url: str) -> None:
     )
     assert r.exit_code == 0, r.output
     assert "SIM-0001/1: SIM-TAG accepted" in r.output and "SIM-0002/1: SIM-TAG accepted" in r.output
-    assert "2 charging" in r.output
+    assert r.output.count("Finishing") == 2  # transactions were ended on the way out, EVs still plugged
