@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from csms import __version__
@@ -125,7 +125,53 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unavailable: {type(exc).__name__}"
+        node: LightningNode | None = getattr(app.state, "lightning", None)
+        settlement_engine: SettlementEngine | None = getattr(app.state, "settlement", None)
+        if node is not None:
+            health = node.backend.health
+            checks["lightning"] = {
+                "backend": settings.lightning_backend,
+                "reachable": health.reachable,
+                "invoice_stream": bool(settlement_engine and settlement_engine.stream_connected.is_set()),
+                "consecutive_failures": health.consecutive_failures,
+                "last_error": health.last_error,
+            }
         ok = checks["database"] == "ok"
-        return JSONResponse({"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503)
+        degraded = not ok or (node is not None and not node.backend.health.reachable)
+        return JSONResponse(
+            {"status": "degraded" if degraded else "ok", **checks}, status_code=200 if ok else 503
+        )
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        node: LightningNode | None = getattr(app.state, "lightning", None)
+        settlement_engine: SettlementEngine | None = getattr(app.state, "settlement", None)
+        lines = [
+            "# HELP satwatt_connected_chargers Chargers with a live OCPP connection.",
+            "# TYPE satwatt_connected_chargers gauge",
+            f"satwatt_connected_chargers {len(registry)}",
+        ]
+        if node is not None:
+            health = node.backend.health
+            lines += [
+                "# HELP satwatt_lightning_up Whether the Lightning node answers (1) or not (0).",
+                "# TYPE satwatt_lightning_up gauge",
+                f"satwatt_lightning_up {int(health.reachable)}",
+                "# HELP satwatt_lightning_consecutive_failures Failed node calls since the last success.",
+                "# TYPE satwatt_lightning_consecutive_failures gauge",
+                f"satwatt_lightning_consecutive_failures {health.consecutive_failures}",
+                "# TYPE satwatt_lightning_reconnects_total counter",
+                f"satwatt_lightning_reconnects_total {health.reconnects}",
+            ]
+        if settlement_engine is not None:
+            lines += [
+                "# HELP satwatt_invoice_stream_up Whether the node's invoice stream is being followed.",
+                "# TYPE satwatt_invoice_stream_up gauge",
+                f"satwatt_invoice_stream_up {int(settlement_engine.stream_connected.is_set())}",
+                "# HELP satwatt_open_settlements Paid sessions not yet settled.",
+                "# TYPE satwatt_open_settlements gauge",
+                f"satwatt_open_settlements {settlement_engine.open_count}",
+            ]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     return app

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from csms.charging import commands as cmd
 from csms.charging.events import SessionUpdate
-from csms.charging.service import ENDED, ChargingService
+from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
 from csms.db.models import (
     Charger,
@@ -680,6 +680,10 @@ class SettlementEngine:
                 self._spawn(self._drain(number))
 
     # ------------------------------------------------------------------ figures
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
     def view(self, number: int) -> tuple[SessionSettlement, Tariff] | None:
         entry = self._open.get(number)
         return (entry.state, entry.tariff) if entry is not None else None
@@ -698,7 +702,7 @@ class SettlementEngine:
         session = await self._session(number)
         cost = await self.cost_msat(number)
         connection = self.registry.get(session.charger_id)
-        if cost is None or connection is None or session.ended_at is not None or session.state == ENDED:
+        if cost is None or connection is None or session.ocpp_transaction_id is None or session.ended_at:
             return
         sats = Decimal(cost) / 1000
         try:
