@@ -64,8 +64,9 @@ class Invoice:
 class InvoiceCursor:
     """Where an invoice stream resumes: the last add and settle indexes the caller processed.
 
-    ``0`` means "no backlog" (LND's semantics): the stream starts at the node's current indexes.
-    After processing an invoice from :meth:`Backend.invoice_updates`, persist ``cursor.advance(inv)``.
+    ``0`` means "from the beginning" (unlike LND's own "0 = no backlog"); use
+    :meth:`Backend.current_cursor` to skip history. After handling an invoice from
+    :meth:`Backend.invoice_updates`, persist ``cursor.advance(invoice)``.
     """
 
     add_index: int = 0
@@ -131,14 +132,20 @@ class Backend(Protocol):
     async def lookup_invoice(self, payment_hash: bytes) -> Invoice: ...
 
     def invoice_updates(self, cursor: InvoiceCursor) -> AsyncIterator[Invoice]:
-        """Adds and settles after ``cursor``, then live; survives node restarts (resumes itself).
+        """Adds and settles after ``cursor`` (index > cursor; 0 = from the very beginning), then
+        live; survives node restarts and outages (resumes itself from what it yielded).
 
-        Each invoice is yielded once: an add as the invoice was added (OPEN, or its later state if it
-        was already CANCELED/ACCEPTED when replayed), a settle with state SETTLED. Settles come in
-        increasing ``settle_index`` order, so persisting ``cursor.advance(invoice)`` after each one is
-        safe to resume from. Hold-invoice ACCEPTED/CANCELED transitions are not streamed here (LND
-        does not); use :meth:`watch_invoice`.
+        Each invoice event is yielded once: an add as the invoice stands when replayed (OPEN, or
+        ACCEPTED/CANCELED; an invoice settled meanwhile comes only as its settle), a settle with
+        state SETTLED. Settles come in increasing ``settle_index`` order (gaps allowed), so
+        persisting ``cursor.advance(invoice)`` after handling each one is safe to resume from.
+        Hold-invoice ACCEPTED/CANCELED transitions are not streamed (LND does not); use
+        :meth:`watch_invoice`. To skip history, start from :meth:`current_cursor`.
         """
+        ...
+
+    async def current_cursor(self) -> InvoiceCursor:
+        """The node's latest indexes (a starting point that skips all history)."""
         ...
 
     async def create_hold_invoice(

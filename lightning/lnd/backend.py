@@ -337,40 +337,28 @@ class LndBackend:
     async def invoice_updates(self, cursor: InvoiceCursor) -> AsyncIterator[Invoice]:
         """See :meth:`lightning.backend.Backend.invoice_updates`.
 
-        LND replays "index > n" atomically with the live stream, so once the node has any invoice
-        and any settle, nothing can be missed across reconnects. LND cannot replay "after 0": on a
-        node that had no invoices (or never settled one) when the stream started, the backend
-        re-reads ListInvoices after a reconnect instead; an event landing in the instant between
-        that read and the new subscription could then be missed, so the caller should still
-        reconcile its open invoices with ``lookup_invoice`` at start-up (as it must anyway).
+        LND replays "index > n" atomically with the live stream, but treats 0 as "no backlog". So
+        while an index is 0, the backend reads the history with ListInvoices first (the unsettled
+        invoices as adds when ``add_index`` is 0, the settled ones in settle order when
+        ``settle_index`` is 0), then subscribes from the indexes it has seen. Once the node has
+        any invoice and any settle, nothing can be missed across reconnects; on a node with none,
+        an event in the instant between that read and the subscription could be, so the caller
+        should still reconcile its open invoices with ``lookup_invoice`` at start-up.
         """
         add, settle = cursor.add_index, cursor.settle_index
-        first = True
         attempt = 0
         while True:
             try:
-                if first:
-                    # "0 = no backlog" becomes the node's current indexes, so that a reconnect
-                    # later resumes from real indexes and misses nothing.
-                    if add == 0:
-                        _, _, add = await self.list_invoices(max_invoices=1, reverse=True)
-                    if settle == 0:
-                        async for invoice in self._all_invoices():
-                            settle = max(settle, invoice.settle_index)
-                    first = False
-                elif add == 0 or settle == 0:
-                    # The node had no invoices (add 0) or no settles (settle 0) when this stream began,
-                    # and LND cannot replay "after 0": find what happened meanwhile with ListInvoices.
+                if add == 0 or settle == 0:
                     scanned = [i async for i in self._all_invoices()]
                     if attempt:
                         self._reconnects += 1
                         attempt = 0
                     if add == 0:
                         for invoice in scanned:
-                            if invoice.state is not InvoiceState.SETTLED and invoice.add_index > add:
-                                add = invoice.add_index
+                            if invoice.state is not InvoiceState.SETTLED:
                                 yield invoice
-                        add = max([add, *(i.add_index for i in scanned)])
+                        add = max([0, *(i.add_index for i in scanned)])
                     if settle == 0:
                         settled = [i for i in scanned if i.state is InvoiceState.SETTLED]
                         for invoice in sorted(settled, key=lambda i: i.settle_index):
@@ -417,6 +405,16 @@ class LndBackend:
             except BackendUnavailable as err:
                 await self._stream_backoff(err, "SubscribeInvoices", attempt)
                 attempt += 1
+
+    async def current_cursor(self) -> InvoiceCursor:
+        """The node's latest add and settle indexes: start ``invoice_updates`` here to skip history.
+
+        Reads every invoice once to find the highest settle index (LND keeps no counter of it)."""
+        add = settle = 0
+        async for invoice in self._all_invoices():
+            add = max(add, invoice.add_index)
+            settle = max(settle, invoice.settle_index)
+        return InvoiceCursor(add, settle)
 
     async def _stream_backoff(self, err: LightningError, what: str, attempt: int) -> None:
         delay = self.retry.delay(attempt)

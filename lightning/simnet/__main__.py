@@ -183,14 +183,7 @@ async def run(args: argparse.Namespace) -> None:
     await simnet.start()
     admin = AdminApi(simnet)
     out = sys.stdout
-    print(f"grpc      {simnet.address}", file=out)
-    print(f"tls.cert  {simnet.tls_cert_path.resolve()}", file=out)
-    for node in simnet.node_files():
-        print(f"node      {node.name} pubkey={node.pubkey}", file=out)
-        print(f"  admin.macaroon    {node.admin_macaroon.resolve()}", file=out)
-        print(f"  invoice.macaroon  {node.invoice_macaroon.resolve()}", file=out)
-        print(f"  readonly.macaroon {node.readonly_macaroon.resolve()}", file=out)
-        print(f"  lndconnect        {simnet.lndconnect_uri(node.name)}", file=out)
+    print(simnet.summary(), file=out)
     if args.admin_port >= 0:
         await admin.start(args.admin_port)
         print(f"admin     http://127.0.0.1:{admin.port}", file=out)

@@ -177,6 +177,19 @@ class Simnet:
                 path.write_bytes(macaroons.bake(node.name, node.row.root_key, perms))
                 os.chmod(path, 0o600)
 
+    def summary(self) -> str:
+        """Where everything is, for printing at start-up (paths, pubkeys, lndconnect URIs)."""
+        lines = [f"grpc      {self.address}", f"tls.cert  {self.tls_cert_path.resolve()}"]
+        for node in self.node_files():
+            lines += [
+                f"node      {node.name} pubkey={node.pubkey}",
+                f"  admin.macaroon    {node.admin_macaroon.resolve()}",
+                f"  invoice.macaroon  {node.invoice_macaroon.resolve()}",
+                f"  readonly.macaroon {node.readonly_macaroon.resolve()}",
+                f"  lndconnect        {self.lndconnect_uri(node.name)}",
+            ]
+        return "\n".join(lines)
+
     # ---- fault injection -----------------------------------------------------------------------
     @property
     def is_serving(self) -> bool:

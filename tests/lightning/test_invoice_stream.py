@@ -75,17 +75,42 @@ async def test_live_adds_and_settles(seller: LndBackend, car1: LndBackend, simne
     assert consumer.events[3].amount_paid_msat == 1_000
 
 
-async def test_zero_cursor_means_no_backlog(seller: LndBackend, car1: LndBackend, simnet: Simnet) -> None:
+async def test_zero_cursor_replays_history(seller: LndBackend, car1: LndBackend, simnet: Simnet) -> None:
+    paid = await seller.create_invoice(1_000)
+    await car1.pay_invoice(paid.bolt11, 10_000, 5)
+    still_open = await seller.create_invoice(1_500)
+    consumer = Consumer(seller, InvoiceCursor()).start()
+    await wait_for(lambda: len(consumer.events) == 2)
+    await wait_for(lambda: simnet.invoice_subscribers("satwatt") == 1)
+    new = await seller.create_invoice(2_000)
+    await car1.pay_invoice(new.bolt11, 10_000, 5)
+    await consumer.wait_settled(2)
+    await consumer.stop()
+    assert [(e.payment_hash, e.state) for e in consumer.events] == [
+        (still_open.payment_hash, InvoiceState.OPEN),  # history: the open one as an add ...
+        (paid.payment_hash, InvoiceState.SETTLED),  # ... the settled one as its settle
+        (new.payment_hash, InvoiceState.OPEN),
+        (new.payment_hash, InvoiceState.SETTLED),
+    ]
+    assert consumer.cursor == InvoiceCursor(add_index=3, settle_index=2)
+
+
+async def test_current_cursor_skips_history(seller: LndBackend, car1: LndBackend, simnet: Simnet) -> None:
     old = await seller.create_invoice(1_000)
     await car1.pay_invoice(old.bolt11, 10_000, 5)
-    consumer = Consumer(seller, InvoiceCursor()).start()
+    await seller.create_invoice(1_000)
+    start = await seller.current_cursor()
+    assert start == InvoiceCursor(add_index=2, settle_index=1)
+    consumer = Consumer(seller, start).start()
     await wait_for(lambda: simnet.invoice_subscribers("satwatt") == 1)
     new = await seller.create_invoice(2_000)
     await car1.pay_invoice(new.bolt11, 10_000, 5)
     await consumer.wait_settled(1)
     await consumer.stop()
-    assert {e.payment_hash for e in consumer.events} == {new.payment_hash}
-    assert consumer.cursor == InvoiceCursor(add_index=2, settle_index=2)
+    assert [(e.payment_hash, e.state) for e in consumer.events] == [
+        (new.payment_hash, InvoiceState.OPEN),
+        (new.payment_hash, InvoiceState.SETTLED),
+    ]
 
 
 async def test_resume_after_backend_restart(make_backend, car1: LndBackend, simnet: Simnet) -> None:
@@ -186,7 +211,7 @@ async def test_outage_health_and_resume(
     if settled_before:
         earlier = await seller.create_invoice(500)
         await car1.pay_invoice(earlier.bolt11, 10_000, 5)
-    consumer = Consumer(seller, InvoiceCursor()).start()
+    consumer = Consumer(seller, await seller.current_cursor()).start()
     await wait_for(lambda: simnet.invoice_subscribers("satwatt") == 1)
     open_invoice = await seller.create_invoice(1_000)
     await wait_for(lambda: len(consumer.events) == 1)
@@ -234,7 +259,7 @@ async def test_unavailable_answers_then_recovery(seller: LndBackend, simnet: Sim
 async def test_starting_up_is_retried(seller: LndBackend, car1: LndBackend, simnet: Simnet) -> None:
     earlier = await seller.create_invoice(500)  # a node that has settled before: LND replays exactly
     await car1.pay_invoice(earlier.bolt11, 10_000, 5)
-    consumer = Consumer(seller, InvoiceCursor()).start()
+    consumer = Consumer(seller, await seller.current_cursor()).start()
     await wait_for(lambda: simnet.invoice_subscribers("satwatt") == 1)
     simnet.set_starting_up(True)
     call = asyncio.create_task(seller.create_invoice(1_000))
