@@ -250,6 +250,7 @@ async def test_invoice_creation_is_idempotent_across_a_crash(
     server: RunningServer, api: httpx.AsyncClient
 ) -> None:
     """After a crash between the node making the invoice and satwatt recording it: no second invoice."""
+    await register(api, "CP-i")
     async with (
         connect_charger(server.ocpp_url, "CP-i", "1.6"),
         httpx.AsyncClient(base_url=server.http_url) as anyone,

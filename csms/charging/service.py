@@ -28,6 +28,7 @@ from csms.charging.events import (
     TransactionOutcome,
 )
 from csms.charging.metering import EnergyAccount, Reading, normalise
+from csms.charging.session_events import SessionEventLog
 from csms.db.models import (
     Charger,
     ChargerMessage,
@@ -69,6 +70,21 @@ def _store_account(session: ChargingSession, account: EnergyAccount) -> None:
     session.meter_start_wh = account.meter_start_wh
     session.meter_start_at = account.meter_start_at
     session.energy_wh = account.energy_wh
+
+
+def _log_updates(db: AsyncSession, updates: list[SessionUpdate]) -> None:
+    """Each session change goes into the session's event log in the same transaction as the change."""
+    for item in updates:
+        SessionEventLog.append(
+            db,
+            item.session_number,
+            item.kind,
+            {
+                "energy_wh": item.energy_wh,
+                "power_w": item.power_w,
+                "at": (item.sample_at or item.at).isoformat(),
+            },
+        )
 
 
 class ChargingService:
@@ -248,6 +264,7 @@ class ChargingService:
             await db.execute(
                 update(Charger).where(Charger.id == charger_id).values(last_message_at=self.clock())
             )
+            _log_updates(db, updates)
         await self._publish(updates)
         return outcome
 
@@ -433,6 +450,7 @@ class ChargingService:
             await db.execute(
                 update(Charger).where(Charger.id == charger_id).values(last_message_at=self.clock())
             )
+            _log_updates(db, updates)
         await self._publish(updates)
 
     async def _add_meter_values(

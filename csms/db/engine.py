@@ -20,12 +20,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """The async engine. SQLite gets one connection: SQLite has a single writer anyway, and queueing
+    in the pool is far cheaper than connections fighting over the file lock ("database is locked")
+    when a thousand chargers write at once. PostgreSQL gets a real pool."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, json_serializer=dumps)
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            connect_args={"timeout": 30},
+            json_serializer=dumps,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=300,
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True, json_serializer=dumps
+        url,
+        echo=echo,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=300,
+        pool_pre_ping=True,
+        json_serializer=dumps,
     )
 
 

@@ -194,17 +194,6 @@ class SettlementEngine:
     # ------------------------------------------------------------------ facts from charging
     async def on_update(self, update: SessionUpdate) -> None:
         """A session changed (called by the charging service after it committed the change)."""
-        async with self.db.begin() as db:
-            SessionEventLog.append(
-                db,
-                update.session_number,
-                update.kind,
-                {
-                    "energy_wh": update.energy_wh,
-                    "power_w": update.power_w,
-                    "at": (update.sample_at or update.at).isoformat(),
-                },
-            )
         await self.events.notify()
         if update.kind == "started" and update.session_number not in self._open:
             await self._open_for_payer(update)
