@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from csms.settings import Settings
 from csms.settlement.engine import SettlementEngine
 
 log = logging.getLogger("csms")
+LAST_SEEN_FLUSH_S = 60
 
 
 class StartupError(Exception):
@@ -84,9 +86,21 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
         app.state.settlement = settlement
         app.state.banner.extend(node.description)
         await settlement.start()
+
+        async def flush_last_seen() -> None:
+            while True:
+                await asyncio.sleep(LAST_SEEN_FLUSH_S)
+                try:
+                    await service.flush_last_seen(registry.last_seen())
+                except Exception:
+                    log.exception("saving when chargers were last seen failed")
+
+        flusher = asyncio.create_task(flush_last_seen(), name="last-seen-flush")
         try:
             yield
         finally:
+            flusher.cancel()
+            await service.flush_last_seen(registry.last_seen())
             await settlement.stop()
             await registry.close_all()
             await node.close()

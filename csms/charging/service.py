@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from csms.charging.events import (
@@ -156,9 +155,13 @@ class ChargingService:
                 if last_message_at is not None:
                     charger.last_message_at = last_message_at
 
-    async def touch(self, charger_id: str, at: datetime) -> None:
+    async def flush_last_seen(self, last_seen: dict[str, datetime]) -> None:
+        """Persist when each connected charger was last heard from (kept in memory between flushes)."""
+        if not last_seen:
+            return
         async with self.db.begin() as db:
-            await db.execute(update(Charger).where(Charger.id == charger_id).values(last_message_at=at))
+            for charger_id, at in last_seen.items():
+                await db.execute(update(Charger).where(Charger.id == charger_id).values(last_message_at=at))
 
     # ------------------------------------------------------------ information
     async def booted(self, charger_id: str, info: BootInfo, payload: dict[str, Any]) -> None:
@@ -188,9 +191,6 @@ class ChargingService:
         """Keep an informational message (DataTransfer, firmware/diagnostics status, reports...)."""
         async with self.db.begin() as db:
             db.add(ChargerMessage(charger_id=charger_id, action=action, payload=payload))
-            await db.execute(
-                update(Charger).where(Charger.id == charger_id).values(last_message_at=self.clock())
-            )
 
     async def status_changed(self, charger_id: str, status: ConnectorStatus) -> None:
         now = self.clock()
@@ -207,7 +207,6 @@ class ChargingService:
             connector.info = status.info
             connector.status_at = status.timestamp or now
             connector.updated_at = now
-            await db.execute(update(Charger).where(Charger.id == charger_id).values(last_message_at=now))
 
     # ---------------------------------------------------------- authorization
     async def authorize(self, charger_id: str, id_tag: str) -> Authorization:
@@ -261,9 +260,6 @@ class ChargingService:
         updates: list[SessionUpdate] = []
         async with self.db.begin() as db:
             outcome = await self._transaction(db, charger_id, message, updates)
-            await db.execute(
-                update(Charger).where(Charger.id == charger_id).values(last_message_at=self.clock())
-            )
             _log_updates(db, updates)
         await self._publish(updates)
         return outcome
@@ -387,30 +383,31 @@ class ChargingService:
     async def _record_event(
         self, db: AsyncSession, session: ChargingSession, message: TransactionMessage
     ) -> bool:
-        """Record a transaction message once; False when it was already recorded (a retry)."""
-        if message.seq_no is None:
-            seen = await db.scalar(
-                select(TransactionEvent.id).where(
-                    TransactionEvent.session_number == session.number,
-                    TransactionEvent.event_type == message.kind,
-                )
-            )
-            if seen is not None and message.kind in ("started", "ended"):
-                return False
-        event = TransactionEvent(
-            session_number=session.number,
-            seq_no=message.seq_no,
-            event_type=message.kind,
-            trigger_reason=message.trigger_reason,
-            offline=message.offline,
-            timestamp=message.timestamp,
-            payload=message.payload,
-        )
-        try:
-            async with db.begin_nested():
-                db.add(event)
-        except IntegrityError:
+        """Record a transaction message once; False when it was already recorded (a retry).
+
+        A charger's messages are handled one at a time, so a look-up before the insert suffices; the
+        unique constraint on (session, seqNo) still guards against a race between two connections.
+        """
+        query = select(TransactionEvent.id).where(TransactionEvent.session_number == session.number)
+        if message.seq_no is not None:
+            query = query.where(TransactionEvent.seq_no == message.seq_no)
+        elif message.kind in ("started", "ended"):
+            query = query.where(TransactionEvent.event_type == message.kind)
+        else:
+            query = None
+        if query is not None and await db.scalar(query.limit(1)) is not None:
             return False
+        db.add(
+            TransactionEvent(
+                session_number=session.number,
+                seq_no=message.seq_no,
+                event_type=message.kind,
+                trigger_reason=message.trigger_reason,
+                offline=message.offline,
+                timestamp=message.timestamp,
+                payload=message.payload,
+            )
+        )
         return True
 
     async def meter_values(
@@ -447,9 +444,6 @@ class ChargingService:
                 if await self._add_meter_values(db, session, account, values, source="MeterValues"):
                     _store_account(session, account)
                     updates.append(self._update(session, "meter", session.last_sample_at))
-            await db.execute(
-                update(Charger).where(Charger.id == charger_id).values(last_message_at=self.clock())
-            )
             _log_updates(db, updates)
         await self._publish(updates)
 
@@ -493,25 +487,39 @@ class ChargingService:
         """Persist each meter value once (a retried message is not stored twice); return new ones."""
         readings: list[Reading] = []
         ended = session is not None and session.ended_at is not None
+        values = list(values)
+        if not values:
+            return readings
+        known = {
+            (row.timestamp, row.context)
+            for row in await db.execute(
+                select(MeterSample.timestamp, MeterSample.context).where(
+                    MeterSample.charger_id == charger_id,
+                    MeterSample.connector_id == connector_id,
+                    MeterSample.source == source,
+                    MeterSample.timestamp.in_([v.timestamp for v in values]),
+                )
+            )
+        }
         for value in values:
             reading = normalise(value.timestamp, value.sampled_values)
-            sample = MeterSample(
-                session_number=session.number if session is not None else None,
-                charger_id=charger_id,
-                connector_id=connector_id,
-                timestamp=value.timestamp,
-                source=source,
-                context=reading.context,
-                energy_register_wh=reading.energy_register_wh,
-                power_w=reading.power_w,
-                soc_percent=reading.soc_percent,
-                after_end=ended,
-                sampled_values=value.raw.get("sampledValue", []),
+            if (value.timestamp, reading.context) in known:
+                continue  # the same reading again (a retried message)
+            known.add((value.timestamp, reading.context))
+            db.add(
+                MeterSample(
+                    session_number=session.number if session is not None else None,
+                    charger_id=charger_id,
+                    connector_id=connector_id,
+                    timestamp=value.timestamp,
+                    source=source,
+                    context=reading.context,
+                    energy_register_wh=reading.energy_register_wh,
+                    power_w=reading.power_w,
+                    soc_percent=reading.soc_percent,
+                    after_end=ended,
+                    sampled_values=value.raw.get("sampledValue", []),
+                )
             )
-            try:
-                async with db.begin_nested():
-                    db.add(sample)
-            except IntegrityError:
-                continue  # the same reading again
             readings.append(reading)
         return readings

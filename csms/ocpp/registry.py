@@ -45,6 +45,10 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._connections)
 
+    def last_seen(self) -> dict[str, datetime]:
+        """When each connected charger last sent a message."""
+        return {c.charger_id: c.last_message_at for c in self._connections.values()}
+
     async def register(self, connection: ChargerConnection) -> None:
         """Make ``connection`` the charger's connection, closing any older one."""
         older = self._connections.get(connection.charger_id)
