@@ -170,7 +170,6 @@ class LndBackend:
     def _answered(self, err: LightningError) -> None:
         """The node answered (with an application error): it is reachable."""
         self._ok()
-        self._last_error = str(err)
 
     # ---- unary calls with retry ------------------------------------------------------------------
     async def _unary(self, what: str, call: Callable[[], Awaitable[T]], *, retry: bool = True) -> T:
@@ -341,9 +340,11 @@ class LndBackend:
         while an index is 0, the backend reads the history with ListInvoices first (the unsettled
         invoices as adds when ``add_index`` is 0, the settled ones in settle order when
         ``settle_index`` is 0), then subscribes from the indexes it has seen. Once the node has
-        any invoice and any settle, nothing can be missed across reconnects; on a node with none,
-        an event in the instant between that read and the subscription could be, so the caller
-        should still reconcile its open invoices with ``lookup_invoice`` at start-up.
+        any invoice and any settle, nothing can be missed across reconnects. On a node with none,
+        an event in the instant between that read and the subscription is found by a second read
+        when the first message arrives (which proves the subscription is registered): it is then
+        delivered late, with the next event. The caller should still reconcile its open invoices
+        with ``lookup_invoice`` at start-up.
         """
         add, settle = cursor.add_index, cursor.settle_index
         attempt = 0
@@ -371,29 +372,50 @@ class LndBackend:
                 stream = self._ln.SubscribeInvoices(
                     ln.InvoiceSubscription(add_index=add, settle_index=settle)
                 )
-                async for msg in stream:
-                    if attempt:
-                        self._reconnects += 1
-                    attempt = 0
-                    self._ok()
-                    invoice = invoice_from_proto(msg, self._hold_hashes)
-                    if invoice.state is InvoiceState.SETTLED:
-                        if invoice.add_index > sub_add and invoice.add_index not in seen_adds:
-                            # The add replay shows an invoice settled meanwhile; the settle replay
-                            # delivers it again, in settle order: take it from there.
-                            seen_adds.add(invoice.add_index)
-                            if sub_settle > 0:
+                rescan = sub_add == 0 or sub_settle == 0
+                try:
+                    async for msg in stream:
+                        if attempt:
+                            self._reconnects += 1
+                        attempt = 0
+                        self._ok()
+                        if rescan:
+                            # The first message proves the subscription is registered: whatever landed
+                            # between our ListInvoices read and the registration is visible now.
+                            rescan = False
+                            scanned = [i async for i in self._all_invoices()]
+                            if sub_add == 0:
+                                for invoice in scanned:
+                                    if invoice.state is not InvoiceState.SETTLED and invoice.add_index > add:
+                                        add = invoice.add_index
+                                        yield invoice
+                                add = max([add, *(i.add_index for i in scanned)])
+                            if sub_settle == 0:
+                                settled = [i for i in scanned if i.state is InvoiceState.SETTLED]
+                                for invoice in sorted(settled, key=lambda i: i.settle_index):
+                                    if invoice.settle_index > settle:
+                                        settle = invoice.settle_index
+                                        yield invoice
+                        invoice = invoice_from_proto(msg, self._hold_hashes)
+                        if invoice.state is InvoiceState.SETTLED:
+                            if invoice.add_index > sub_add and invoice.add_index not in seen_adds:
+                                # The add replay shows an invoice settled meanwhile; the settle replay
+                                # delivers it again, in settle order: take it from there.
+                                seen_adds.add(invoice.add_index)
+                                if sub_settle > 0:
+                                    continue
+                            if invoice.settle_index <= settle:
                                 continue
-                        if invoice.settle_index <= settle:
-                            continue
-                        settle = invoice.settle_index
-                        yield invoice
-                    else:
-                        seen_adds.add(invoice.add_index)
-                        if invoice.add_index <= add:
-                            continue
-                        add = invoice.add_index
-                        yield invoice
+                            settle = invoice.settle_index
+                            yield invoice
+                        else:
+                            seen_adds.add(invoice.add_index)
+                            if invoice.add_index <= add:
+                                continue
+                            add = invoice.add_index
+                            yield invoice
+                finally:
+                    stream.cancel()  # stop the server-side stream now, not at garbage collection
                 raise BackendUnavailable("invoice subscription ended by the node")
             except grpc.aio.AioRpcError as exc:
                 err = map_rpc_error(exc)
@@ -431,18 +453,21 @@ class LndBackend:
                 stream = self._inv.SubscribeSingleInvoice(
                     inv.SubscribeSingleInvoiceRequest(r_hash=payment_hash)
                 )
-                async for msg in stream:
-                    if attempt:
-                        self._reconnects += 1
-                    attempt = 0
-                    self._ok()
-                    current = invoice_from_proto(msg, self._hold_hashes)
-                    key = (current.state, current.amount_paid_msat, current.settle_index)
-                    if key != last:
-                        last = key
-                        yield current
-                    if current.state.is_final:
-                        return
+                try:
+                    async for msg in stream:
+                        if attempt:
+                            self._reconnects += 1
+                        attempt = 0
+                        self._ok()
+                        current = invoice_from_proto(msg, self._hold_hashes)
+                        key = (current.state, current.amount_paid_msat, current.settle_index)
+                        if key != last:
+                            last = key
+                            yield current
+                        if current.state.is_final:
+                            return
+                finally:
+                    stream.cancel()  # stop the server-side stream now, not at garbage collection
                 raise BackendUnavailable("invoice subscription ended by the node")
             except grpc.aio.AioRpcError as exc:
                 err = map_rpc_error(exc)
@@ -490,14 +515,19 @@ class LndBackend:
                     if tracking
                     else self._router.SendPaymentV2(send_req)
                 )
-                async for msg in stream:
-                    self._ok()
-                    deadline = None
-                    result = payment_from_proto(msg, payment_hash)
-                    if result.status is PaymentStatus.SUCCEEDED:
-                        return result
-                    if result.status is PaymentStatus.FAILED:
-                        raise PaymentFailed(result.failure_reason or "FAILURE_REASON_ERROR", result=result)
+                try:
+                    async for msg in stream:
+                        self._ok()
+                        deadline = None
+                        result = payment_from_proto(msg, payment_hash)
+                        if result.status is PaymentStatus.SUCCEEDED:
+                            return result
+                        if result.status is PaymentStatus.FAILED:
+                            raise PaymentFailed(
+                                result.failure_reason or "FAILURE_REASON_ERROR", result=result
+                            )
+                finally:
+                    stream.cancel()  # stop the server-side stream now, not at garbage collection
                 raise BackendUnavailable("payment stream ended before a final state")
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
