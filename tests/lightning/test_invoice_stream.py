@@ -75,6 +75,14 @@ async def test_live_adds_and_settles(seller: LndBackend, car1: LndBackend, simne
     assert consumer.events[3].amount_paid_msat == 1_000
 
 
+async def test_stopping_a_consumer_ends_the_server_stream(seller: LndBackend, simnet: Simnet) -> None:
+    consumer = Consumer(seller, InvoiceCursor()).start()
+    await wait_for(lambda: simnet.invoice_subscribers("satwatt") == 1)
+    await consumer.stop()
+    await wait_for(lambda: simnet.invoice_subscribers("satwatt") == 0, timeout=2)
+    assert (await seller.get_info()).alias == "satwatt"  # the channel stays usable
+
+
 async def test_zero_cursor_replays_history(seller: LndBackend, car1: LndBackend, simnet: Simnet) -> None:
     paid = await seller.create_invoice(1_000)
     await car1.pay_invoice(paid.bolt11, 10_000, 5)
