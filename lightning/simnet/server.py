@@ -90,6 +90,7 @@ class Gate:
             await context.abort(exc.code, exc.details)
         except macaroons.MacaroonError as exc:
             await context.abort(StatusCode.UNKNOWN, f"verification failed: {exc}")
+        assert node is not None  # context.abort() raises
         return node, perms
 
 
