@@ -119,7 +119,11 @@ class Simnet:
         self.network = Network(self._store, self._specs, self._fees, self.faults, self._seed)
         self._write_macaroons()
         self.network.start()
-        await self._start_server()
+        try:
+            await self._start_server()
+        except BaseException:
+            await self.stop()
+            raise
         log.info("simnet listening on %s (tls cert %s)", self.address, self.tls_cert_path)
 
     async def _start_server(self) -> None:
@@ -134,9 +138,15 @@ class Simnet:
         )
         add_services(server, self._net())
         creds = grpc.ssl_server_credentials([(key_pem, cert_pem)])
-        bound = server.add_secure_port(f"{self.host}:{self.port}", creds)
+        try:
+            bound = server.add_secure_port(f"{self.host}:{self.port}", creds)
+        except RuntimeError as exc:  # grpc's way of saying the bind failed
+            bound = 0
+            cause: Exception | None = exc
+        else:
+            cause = None
         if bound == 0:
-            raise OSError(f"simnet cannot bind {self.host}:{self.port}")
+            raise OSError(f"simnet cannot listen on {self.host}:{self.port} (port in use?)") from cause
         self.port = bound
         await server.start()
         self._server = server

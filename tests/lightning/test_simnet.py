@@ -105,6 +105,13 @@ async def test_held_payment_survives_restart(simnet_dir: Path) -> None:
             await payer.close()
 
 
+async def test_port_in_use_is_a_clear_error(simnet: Simnet, tmp_path: Path) -> None:
+    other = Simnet(tmp_path / "other", port=simnet.port, nodes=NODES)
+    with pytest.raises(OSError, match="cannot listen"):
+        await other.start()
+    assert other.network is None  # cleaned up
+
+
 def test_cli_help() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "lightning.simnet", "--help"],
