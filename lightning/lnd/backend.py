@@ -9,6 +9,7 @@ While LND is unreachable or starting up, calls retry with exponential backoff (u
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -246,8 +247,24 @@ class LndBackend:
             raise InvalidRequest("preimage must be 32 bytes")
         req = ln.Invoice(value_msat=amount_msat, memo=memo, expiry=expiry_s, r_preimage=preimage or b"")
         # Without a preimage, a retried AddInvoice can at worst leave an orphan open invoice (fresh random
-        # hash). With one (derived by the caller from an idempotency key) a retry raises DuplicateInvoice.
-        resp = await self._unary("AddInvoice", lambda: self._ln.AddInvoice(req, timeout=self.call_timeout_s))
+        # hash). With one (derived by the caller from an idempotency key) creating it again raises
+        # DuplicateInvoice, except when our own earlier attempt got through before the link broke.
+        attempts = 0
+
+        async def add() -> Any:
+            nonlocal attempts
+            attempts += 1
+            return await self._ln.AddInvoice(req, timeout=self.call_timeout_s)
+
+        try:
+            resp = await self._unary("AddInvoice", add)
+        except DuplicateInvoice:
+            if attempts <= 1 or preimage is None:
+                raise
+            existing = await self.lookup_invoice(hashlib.sha256(preimage).digest())
+            if existing.amount_msat != amount_msat or existing.memo != memo:
+                raise
+            return existing
         return await self.lookup_invoice(resp.r_hash)
 
     async def lookup_invoice(self, payment_hash: bytes) -> Invoice:

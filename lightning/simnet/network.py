@@ -112,6 +112,8 @@ class Faults:
     unavailable: bool = False  # every RPC answers UNAVAILABLE
     starting_up: bool = False  # every RPC answers "RPC server is in the process of starting up"
     settle_index_step: int = 1  # >1 leaves gaps in settle_index (LND allows gaps)
+    lose_next_responses: int = 0  # the next N writes (add/settle/cancel invoice, send payment) do
+    # their work but answer UNAVAILABLE, as if the link broke before the reply: tests idempotency
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

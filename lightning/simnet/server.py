@@ -68,6 +68,12 @@ class Gate:
             await context.abort(StatusCode.UNKNOWN, "permission denied")
         return node
 
+    async def maybe_lose_response(self, context: grpc.aio.ServicerContext) -> None:
+        """Fault: the call did its work, but the answer is lost (the link broke just then)."""
+        if self.faults.lose_next_responses > 0:
+            self.faults.lose_next_responses -= 1
+            await context.abort(StatusCode.UNAVAILABLE, "simnet: response lost (injected)")
+
     def _raw_macaroon(self, context: grpc.aio.ServicerContext) -> bytes:
         values = [v for k, v in (context.invocation_metadata() or ()) if k == "macaroon"]
         if len(values) != 1:
@@ -164,6 +170,7 @@ class LightningService(ln_grpc.LightningServicer):  # type: ignore[misc]
             )
         except RpcError as exc:
             await _abort(context, exc)
+        await self.gate.maybe_lose_response(context)
         return ln.AddInvoiceResponse(
             r_hash=row.r_hash,
             payment_request=row.payment_request,
@@ -311,6 +318,7 @@ class InvoicesService(inv_grpc.InvoicesServicer):  # type: ignore[misc]
             )
         except RpcError as exc:
             await _abort(context, exc)
+        await self.gate.maybe_lose_response(context)
         return inv.AddHoldInvoiceResp(
             payment_request=row.payment_request, add_index=row.add_index, payment_addr=row.payment_addr
         )
@@ -321,6 +329,7 @@ class InvoicesService(inv_grpc.InvoicesServicer):  # type: ignore[misc]
             self.net.settle_hold(node.name, request.preimage)
         except RpcError as exc:
             await _abort(context, exc)
+        await self.gate.maybe_lose_response(context)
         return inv.SettleInvoiceResp()
 
     async def CancelInvoice(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -329,6 +338,7 @@ class InvoicesService(inv_grpc.InvoicesServicer):  # type: ignore[misc]
             self.net.cancel_invoice(node.name, request.payment_hash)
         except RpcError as exc:
             await _abort(context, exc)
+        await self.gate.maybe_lose_response(context)
         return inv.CancelInvoiceResp()
 
     async def LookupInvoiceV2(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -412,6 +422,7 @@ class RouterService(router_grpc.RouterServicer):  # type: ignore[misc]
             )
         except RpcError as exc:
             await _abort(context, exc)
+        await self.gate.maybe_lose_response(context)  # the payment goes on; the payer loses the stream
         async for msg in self._stream(context, node, pay, request.no_inflight_updates):
             yield msg
 

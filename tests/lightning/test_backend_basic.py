@@ -195,3 +195,19 @@ async def test_payment_hash_of_matches_full_decode(seller: LndBackend) -> None:
     for bad in (broken, "lnbcrt1qqqq", "hello", ""):
         with pytest.raises(InvalidRequest):
             payment_hash_of(bad)
+
+
+async def test_create_invoice_with_caller_preimage_is_idempotent(seller: LndBackend) -> None:
+    """A preimage derived from an idempotency key fixes the hash: a re-creation after a crash is
+    refused (DuplicateInvoice) and the caller looks the first one up."""
+    from lightning import DuplicateInvoice
+
+    preimage = hashlib.sha256(b"server secret|session 7|invoice 3").digest()
+    invoice = await seller.create_invoice(3_000, "30 Wh", 600, preimage=preimage)
+    assert invoice.payment_hash == hashlib.sha256(preimage).digest()
+    assert invoice.preimage == preimage and not invoice.is_hold
+    with pytest.raises(DuplicateInvoice):
+        await seller.create_invoice(3_000, "30 Wh", 600, preimage=preimage)
+    assert await seller.lookup_invoice(invoice.payment_hash) == invoice
+    with pytest.raises(InvalidRequest):
+        await seller.create_invoice(3_000, preimage=b"short")

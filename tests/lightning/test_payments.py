@@ -203,3 +203,31 @@ async def test_concurrent_payments(seller: LndBackend, car1: LndBackend, make_ba
     assert all(r.status is PaymentStatus.SUCCEEDED for r in results)
     settle_indexes = sorted([(await seller.lookup_invoice(i.payment_hash)).settle_index for i in invoices])
     assert settle_indexes == list(range(1, 21))
+
+
+async def test_lost_responses_never_duplicate(seller: LndBackend, car1: LndBackend, simnet: Simnet) -> None:
+    """The node did the work but the answer was lost: the backend's retries must not do it twice."""
+    # A payment whose SendPaymentV2 stream breaks: the backend follows it with TrackPaymentV2.
+    invoice = await seller.create_invoice(9_000)
+    before = simnet.balance_msat("car1")
+    simnet.faults.lose_next_responses = 1
+    result = await car1.pay_invoice(invoice.bolt11, 10_000, 5)
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert simnet.balance_msat("car1") == before - 9_000 - result.fee_msat  # paid once
+    assert simnet.faults.lose_next_responses == 0
+
+    # An idempotent invoice whose AddInvoice answer is lost: the retry finds our own invoice.
+    preimage = hashlib.sha256(b"key-1").digest()
+    simnet.faults.lose_next_responses = 1
+    created = await seller.create_invoice(4_000, "k1", preimage=preimage)
+    assert created.payment_hash == hashlib.sha256(preimage).digest() and created.add_index == 2
+    # A hold invoice likewise; and settle / cancel are idempotent anyway.
+    hold_pre = secrets.token_bytes(32)
+    simnet.faults.lose_next_responses = 1
+    hold = await seller.create_hold_invoice(hashlib.sha256(hold_pre).digest(), 5_000, "deposit")
+    assert hold.add_index == 3 and hold.state is InvoiceState.OPEN
+    simnet.faults.lose_next_responses = 1
+    await seller.cancel_hold_invoice(hold.payment_hash)
+    assert (await seller.lookup_invoice(hold.payment_hash)).state is InvoiceState.CANCELED
+    invoices, _, _ = await seller.list_invoices()
+    assert len(invoices) == 3  # nothing created twice
