@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 from rich.console import Console
-from rich.logging import RichHandler
 
 from csms import __version__
 from csms.settings import Settings, SettingsError, load_settings
@@ -35,12 +34,9 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _configure_logging(level: str) -> None:
+    """Plain, timestamped log lines on stderr: cheap on the hot path and friendly to log collectors."""
     logging.basicConfig(
-        level=level,
-        format="%(name)s: %(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
-        force=True,
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
 
 

@@ -99,3 +99,11 @@ class ProtocolAdapter:
     async def configure_after_boot(self) -> None:
         """Set the meter sample interval the tariff needs (and ask for energy and power)."""
         raise NotImplementedError
+
+    async def after_boot(self) -> None:
+        """Configure a charger that just booted; a charger that cannot take it keeps working."""
+        try:
+            await self.configure_after_boot()
+        except CommandFailed as exc:
+            level = logging.INFO if exc.reason == "not_connected" else logging.WARNING
+            log.log(level, "%s: configuring after boot failed: %s", self.charger_id, exc)

@@ -223,7 +223,9 @@ class RpcEndpoint:
         async def guarded() -> None:
             try:
                 await coroutine
-            except (CallError, CallTimeout, ConnectionGone) as exc:
+            except ConnectionGone:
+                log.info("%s: follow-up call not sent: the connection closed", self.charger_id)
+            except (CallError, CallTimeout) as exc:
                 log.warning("%s: follow-up call failed: %s", self.charger_id, exc)
             except Exception:
                 log.exception("%s: follow-up work failed", self.charger_id)

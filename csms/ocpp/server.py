@@ -19,7 +19,7 @@ from csms.charging.service import ChargingService
 from csms.db.models import Charger
 from csms.ocpp.adapter import ProtocolAdapter
 from csms.ocpp.registry import ChargerConnection, ConnectionRegistry
-from csms.ocpp.rpc import RpcEndpoint
+from csms.ocpp.rpc import ConnectionGone, RpcEndpoint
 from csms.ocpp.schemas import SUBPROTOCOLS
 from csms.ocpp.v16 import V16Adapter
 from csms.ocpp.v201 import V201Adapter
@@ -51,7 +51,10 @@ class WebSocketTransport:
 
     async def send_text(self, text: str) -> None:
         async with self._lock:
-            await self.websocket.send_text(text)
+            try:
+                await self.websocket.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # closed under our feet
+                raise ConnectionGone(str(exc)) from None
 
     async def close(self, code: int, reason: str) -> None:
         async with self._lock:
@@ -157,7 +160,7 @@ async def ocpp_endpoint(context: OcppContext, websocket: WebSocket, charger_id: 
                 log.warning("%s: binary frame ignored (OCPP-J uses text frames)", charger_id)
                 continue
             await rpc.receive(text)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, ConnectionGone):
         pass
     finally:
         await rpc.close()

@@ -64,7 +64,7 @@ class V16Adapter(ProtocolAdapter):
         await self.service.booted(self.charger_id, info, payload)
         return HandlerResult(
             {"status": "Accepted", "currentTime": now_iso(), "interval": self.heartbeat_interval_s},
-            after=self.configure_after_boot,
+            after=self.after_boot,
         )
 
     async def on_Heartbeat(self, payload: dict[str, Any]) -> HandlerResult:

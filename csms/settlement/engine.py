@@ -145,6 +145,16 @@ class SettlementEngine:
                     select(SettlementAction.session_number).where(SettlementAction.status == "pending")
                 )
             )
+        if cursor is None:
+            # First start against this node: skip its history (other applications' invoices); every
+            # invoice satwatt makes from now on comes after this cursor.
+            try:
+                self.cursor = await self.backend.current_cursor()
+                await self._save_cursor()
+            except LightningError as exc:
+                log.warning(
+                    "cannot read the node's invoice indexes yet (%s); starting from the beginning", exc
+                )
         self._loops = [
             asyncio.create_task(self._payments(), name="settlement-payments"),
             asyncio.create_task(self._ticker(), name="settlement-ticker"),
