@@ -400,7 +400,19 @@ class PayerAgent:
                         await task
         return self.stats
 
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Wait until ``predicate()`` is true, re-checked on every event and payment; TimeoutError if not."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                changed = self._changed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), 0.5)
+
     # ------------------------------------------------------------------------------ internals
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -480,6 +492,7 @@ class PayerAgent:
             self.on_event(kind, data)
         if kind in ("meter", "ended", "paid", "resumed"):
             self._reconsider()
+        self._pulse()
 
     def _on_invoice(self, data: dict[str, Any]) -> None:
         self.stats.invoices_seen += 1
@@ -545,6 +558,7 @@ class PayerAgent:
         if self.mode.stop_after_wh is not None and self._known.delivered_wh >= self.mode.stop_after_wh:
             invoice.done = True
             self.stats.invoices_skipped += 1
+            self._pulse()
             log.info(
                 "%s: not paying invoice %s (%d msat): this car stops paying after %d Wh",
                 self.name,
@@ -586,6 +600,7 @@ class PayerAgent:
         )
         self.refusals.append(record)
         self.stats.invoices_refused += 1
+        self._pulse()
         log.warning(
             "%s: REFUSED invoice %s of session %s (%d msat, %d Wh at %d msat/kWh): %s: %s",
             self.name,
@@ -619,6 +634,7 @@ class PayerAgent:
                 self.stats.invoices_paid += 1
                 self.stats.paid_msat += result.amount_msat or offer.amount_msat
                 self.stats.fees_msat += result.fee_msat
+                self._pulse()
                 log.debug("%s: paid %s (%d msat)", self.name, offer.key, offer.amount_msat)
                 return
             if invoice.done:  # superseded meanwhile

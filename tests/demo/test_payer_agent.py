@@ -1,0 +1,128 @@
+"""The car's payer agent end to end: satwatt (REST, SSE, settlement, embedded simnet), a simulated charge
+point over OCPP and the car's LND client, all over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from chargepoint_sim.payer import PayerMode, PayerPolicy
+from tests.conftest import RunningServer
+from tests.demo.conftest import car, until
+
+VERSIONS = ["1.6", "2.0.1"]
+
+
+async def walk_up(server: RunningServer, charger_id: str) -> dict[str, Any]:
+    async with server.api(None) as anonymous:
+        response = await anonymous.post(
+            "/api/v1/sessions", json={"charger_id": charger_id, "connector_id": 1}
+        )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def session_of(api: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
+    return (await api.get(f"/api/v1/sessions/{session_id}")).json()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_good_payer_pays_a_whole_session_increment_by_increment(
+    server: RunningServer, api: httpx.AsyncClient, stations: Callable[..., Any], version: str
+) -> None:
+    """The issue's full paid session, per protocol: walk-up, paid increment by increment, unplug, settled."""
+    station = await stations(f"PAY-{version}", version)
+    await station.cp.plug_in(1, ev="sedan", soc=0.3)
+    created = await walk_up(server, station.charger_id)
+    async with car(server, "car1", session_token=created["token"], session_id=created["id"]) as (agent, task):
+        # the first invoice (with the session fee) is paid, satwatt starts the charger remotely
+        await station.cp.wait_status(1, "Charging", timeout_s=15)
+        await until(agent, lambda: agent.stats.invoices_paid >= 5, 30, "five paid invoices")
+        assert agent.stats.suspensions == 0 and agent.refusals == []
+        await station.cp.unplug(1)
+        stats = await asyncio.wait_for(task, 20)
+    session = await session_of(api, created["id"])
+    assert stats.outcome == "settled" and session["state"] == "ended" and session["outcome"] == "settled"
+    assert stats.invoices_refused == 0 and stats.suspensions == 0
+    assert session["paid_msat"] == stats.paid_msat >= session["cost_msat"] > 0
+    invoices = (await api.get(f"/api/v1/sessions/{created['id']}/invoices")).json()
+    paid = [i for i in invoices if i["status"] == "paid"]
+    assert len(paid) == stats.invoices_paid >= 5
+    assert paid[0]["fee_msat"] == 1_000 and all(i["fee_msat"] == 0 for i in paid[1:])
+    # the car never ran further ahead than the policy allows
+    assert session["refundable_msat"] <= 2 * 50 * 100 + 75 * 100 + session["energy_wh"] * 5
+
+
+async def test_refuses_an_over_priced_invoice_and_the_session_is_suspended(
+    server: RunningServer, api: httpx.AsyncClient, stations: Callable[..., Any]
+) -> None:
+    station = await stations("PRICEY", "2.0.1")
+    payer = (await api.post("/api/v1/payers", json={"name": "Bea", "id_tags": ["BEA-CARD"]})).json()
+    # the operator raises the price above what the car accepts (new sessions use it)
+    changed = await api.patch(f"/api/v1/tariffs/{station.tariff['id']}", json={"price_msat_per_kwh": 300_000})
+    assert changed.status_code == 200, changed.text
+    policy = PayerPolicy(max_price_msat_per_kwh=200_000)
+    async with car(server, "car2", policy=policy, payer_token=payer["token"], id_tag="BEA-CARD") as (
+        agent,
+        _,
+    ):
+        await station.cp.plug_in(1, ev="sedan", soc=0.3)
+        assert await station.cp.authorize(1, "BEA-CARD")
+        await until(agent, lambda: agent.stats.invoices_refused >= 1, 20, "a refusal")
+        (refusal,) = agent.refusals
+        assert refusal.reason == "price_above_max" and refusal.price_msat_per_kwh == 300_000
+        assert refusal.session_id == agent.session_id and refusal.amount_msat > 0
+        await until(agent, lambda: agent.stats.suspensions >= 1, 20, "the suspension")
+        assert (await session_of(api, agent.session_id or ""))["state"] in (
+            "suspended",
+            "awaiting_payment_final",
+        )
+        assert agent.stats.invoices_paid == 0 and agent.stats.paid_msat == 0
+        await station.cp.wait_for(lambda: station.cp.connector(1).power_w() == 0, 10)
+
+
+async def test_late_payer_is_suspended_and_resumes_when_it_pays(
+    server: RunningServer, api: httpx.AsyncClient, stations: Callable[..., Any]
+) -> None:
+    station = await stations("LATE", "2.0.1")
+    await station.cp.plug_in(1, ev="sedan", soc=0.3)
+    created = await walk_up(server, station.charger_id)
+    late = PayerMode(delay_s=3.5)  # longer than grace_s (2 s) after the credit ran out
+    find = {"session_token": created["token"], "session_id": created["id"]}
+    async with car(server, "car1", mode=late, **find) as (agent, task):
+        await until(agent, lambda: agent.stats.resumptions >= 1, 40, "a suspension and a resumption")
+        assert agent.stats.suspensions >= 1 and not agent.stats.stopped
+        await station.cp.wait_status(1, "Charging", timeout_s=10)
+        await station.cp.unplug(1)
+        stats = await asyncio.wait_for(task, 30)
+    assert stats.outcome == "settled" and stats.invoices_refused == 0
+    session = await session_of(api, created["id"])
+    assert session["paid_msat"] >= session["cost_msat"] > 0
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_non_payer_is_throttled_then_stopped(
+    server: RunningServer, api: httpx.AsyncClient, stations: Callable[..., Any], version: str
+) -> None:
+    """The issue's non-payer: it stops paying after 100 Wh, is cut (limit 0), then stopped."""
+    station = await stations(f"CUT-{version}", version)
+    payer = (await api.post("/api/v1/payers", json={"name": "Cy", "id_tags": ["CY-CARD"]})).json()
+    stops = PayerMode(stop_after_wh=100)
+    async with car(server, "car3", mode=stops, payer_token=payer["token"], id_tag="CY-CARD") as (agent, _):
+        await station.cp.plug_in(1, ev="sedan", soc=0.3)
+        assert await station.cp.authorize(1, "CY-CARD")
+        await until(agent, lambda: agent.stats.suspensions >= 1, 20, "the suspension")
+        await station.cp.wait_for(lambda: station.cp.connector(1).power_w() == 0, 10)
+        await until(agent, lambda: agent.stats.stopped, 20, "satwatt stopping the session")
+        await station.cp.wait_for(lambda: station.cp.transaction(1) is None, 15)
+        await until(
+            agent, lambda: any(kind == "invoice" and d["kind"] == "final" for kind, d in agent.events), 10
+        )
+        session = await session_of(api, agent.session_id or "")
+    assert agent.stats.invoices_paid >= 1 and agent.stats.invoices_skipped >= 1 and agent.refusals == []
+    assert session["state"] == "awaiting_payment_final" and session["unpaid_msat"] > 0
+    assert session["stop_reason"] is not None
