@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from csms.charging.events import (
@@ -490,36 +492,25 @@ class ChargingService:
         values = list(values)
         if not values:
             return readings
-        known = {
-            (row.timestamp, row.context)
-            for row in await db.execute(
-                select(MeterSample.timestamp, MeterSample.context).where(
-                    MeterSample.charger_id == charger_id,
-                    MeterSample.connector_id == connector_id,
-                    MeterSample.source == source,
-                    MeterSample.timestamp.in_([v.timestamp for v in values]),
-                )
-            )
-        }
+        insert = sqlite_insert if db.bind.dialect.name == "sqlite" else postgresql_insert
         for value in values:
             reading = normalise(value.timestamp, value.sampled_values)
-            if (value.timestamp, reading.context) in known:
-                continue  # the same reading again (a retried message)
-            known.add((value.timestamp, reading.context))
-            db.add(
-                MeterSample(
-                    session_number=session.number if session is not None else None,
-                    charger_id=charger_id,
-                    connector_id=connector_id,
-                    timestamp=value.timestamp,
-                    source=source,
-                    context=reading.context,
-                    energy_register_wh=reading.energy_register_wh,
-                    power_w=reading.power_w,
-                    soc_percent=reading.soc_percent,
-                    after_end=ended,
-                    sampled_values=value.raw.get("sampledValue", []),
-                )
-            )
-            readings.append(reading)
+            row = {
+                "session_number": session.number if session is not None else None,
+                "charger_id": charger_id,
+                "connector_id": connector_id,
+                "timestamp": value.timestamp,
+                "received_at": self.clock(),
+                "source": source,
+                "context": reading.context,
+                "energy_register_wh": reading.energy_register_wh,
+                "power_w": reading.power_w,
+                "soc_percent": reading.soc_percent,
+                "after_end": ended,
+                "sampled_values": value.raw.get("sampledValue", []),
+            }
+            # one statement: stored unless the same reading is already there (a retried message)
+            result = await db.execute(insert(MeterSample).values(row).on_conflict_do_nothing())
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                readings.append(reading)
         return readings
