@@ -1,4 +1,4 @@
-"""The ``csms`` command: serve, migrate, api-key, openapi."""
+"""The ``csms`` command: serve, migrate, api-key, openapi, demo."""
 
 from __future__ import annotations
 
@@ -199,6 +199,35 @@ def openapi(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(document)
     console.print(f"wrote {output}")
+
+
+@cli.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="How long the demo runs, in seconds.")] = 60.0,
+    chargers: Annotated[int, typer.Option(help="Simulated chargers (1.6J and 2.0.1 alternately).")] = 4,
+    port: Annotated[int, typer.Option(help="Port of the demo's satwatt (0 = any free port).")] = 8180,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the demo keeps its data (default: a fresh temporary directory, removed after)."
+        ),
+    ] = None,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--no-live", help="Live table (default) or plain lines (the default without a TTY)."
+        ),
+    ] = None,
+) -> None:
+    """Show satwatt at work in a minute: simulated chargers, cars paying sats for kWh, a non-payer cut."""
+    from csms.demo import DemoOptions, run_demo
+
+    code = run_demo(
+        DemoOptions(duration_s=duration, chargers=chargers, port=port, data_dir=data_dir, live=live),
+        Console(soft_wrap=True),
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 def openapi_document() -> str:
