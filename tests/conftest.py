@@ -95,6 +95,19 @@ class RunningServer:
         return httpx.AsyncClient(base_url=self.http_url, headers=headers, timeout=30)
 
 
+class ReadyServer(uvicorn.Server):
+    """uvicorn's server with an event set once it listens (tests wait on it, not on a timer)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.ready.set()
+
+
 async def start_server(settings: Settings, api_key: str) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
     app = create_app(settings, ApiKey.from_plain(api_key))
     config = uvicorn.Config(
@@ -107,14 +120,15 @@ async def start_server(settings: Settings, api_key: str) -> tuple[uvicorn.Server
         ws_max_size=4 * settings.ocpp_max_message_bytes,
         ws_ping_interval=None,
     )
-    server = uvicorn.Server(config)
+    server = ReadyServer(config)
     task = asyncio.create_task(server.serve(sockets=None))
-    async with asyncio.timeout(20):
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("server stopped during start-up")
-            await asyncio.sleep(0.01)
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait([task, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if not server.ready.is_set():
+        ready.cancel()
+        if task.done():
+            task.result()
+        raise RuntimeError("satwatt did not start listening")
     port = server.servers[0].sockets[0].getsockname()[1]
     return server, task, port
 

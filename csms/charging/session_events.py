@@ -33,16 +33,17 @@ class SessionEventLog:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.db = sessionmaker
         self._changed = asyncio.Condition()
-        self._version = 0
+        self._versions: dict[int, int] = {}
 
     @staticmethod
     def append(db: AsyncSession, session_number: int, kind: str, data: dict[str, Any]) -> None:
         """Add an entry in the caller's transaction; call :meth:`notify` after it commits."""
         db.add(SessionEvent(session_number=session_number, kind=kind, data=data))
 
-    async def notify(self) -> None:
+    async def notify(self, session_number: int) -> None:
+        """Wake the readers of one session (only they look at the database again)."""
         async with self._changed:
-            self._version += 1
+            self._versions[session_number] = self._versions.get(session_number, 0) + 1
             self._changed.notify_all()
 
     async def read(self, session_number: int, after_id: int = 0, limit: int = 500) -> list[LoggedEvent]:
@@ -61,7 +62,7 @@ class SessionEventLog:
         """Entries after ``after_id``, then new ones as they come; None every ``keepalive_s`` of quiet."""
         last = after_id
         while True:
-            version = self._version
+            version = self._versions.get(session_number, 0)
             events = await self.read(session_number, last)
             for event in events:
                 last = event.id
@@ -70,6 +71,8 @@ class SessionEventLog:
                 continue
             try:
                 async with asyncio.timeout(keepalive_s), self._changed:
-                    await self._changed.wait_for(lambda v=version: self._version != v)  # type: ignore[misc]
+                    await self._changed.wait_for(
+                        lambda seen=version: self._versions.get(session_number, 0) != seen  # type: ignore[misc]
+                    )
             except TimeoutError:
                 yield None

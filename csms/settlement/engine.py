@@ -22,6 +22,7 @@ import enum
 import hashlib
 import hmac
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,6 +69,7 @@ SUSPEND_PROFILE_ID = 57_001  # the charging profile satwatt sets (limit 0) to cu
 DEFAULT_TARIFF_ID = "default"
 CURSOR_NAME = "default"
 MAX_ATTEMPTS_BACKOFF_S = 60
+MAX_PAYMENTS_IN_FLIGHT = 64
 
 Fact = Callable[[SessionSettlement], SessionSettlement]
 
@@ -125,6 +127,7 @@ class SettlementEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self.cursor = InvoiceCursor()
+        self._cursor_lock = asyncio.Lock()
         self.stream_connected = asyncio.Event()
         service.subscribe(self.on_update)
         service.cost_of = self.cost_msat
@@ -203,8 +206,9 @@ class SettlementEngine:
 
     # ------------------------------------------------------------------ facts from charging
     async def on_update(self, update: SessionUpdate) -> None:
-        """A session changed (called by the charging service after it committed the change)."""
-        await self.events.notify()
+        """A session changed (called by the charging service after it committed the change and its
+        event-log entry)."""
+        await self.events.notify(update.session_number)
         if update.kind == "started" and update.session_number not in self._open:
             await self._open_for_payer(update)
         if update.session_number not in self._open:
@@ -307,6 +311,8 @@ class SettlementEngine:
                 if fact is not None:
                     state = fact(state)
                 result = policy.step(state, tariff, now)
+                if result.decisions:
+                    log.debug("session %s: %s", number, ", ".join(type(d).__name__ for d in result.decisions))
                 row.state = result.state.to_dict()
                 view = session_view(result.state, tariff, now)
                 session = await db.get(ChargingSession, number)
@@ -322,7 +328,7 @@ class SettlementEngine:
                 self._open[number] = _Open(result.state, tariff)
             else:
                 self._open.pop(number, None)
-        await self.events.notify()
+        await self.events.notify(number)
         if result.decisions or drain_now:
             if drain_now:
                 await self._drain(number)
@@ -406,7 +412,7 @@ class SettlementEngine:
                     if row is not None:
                         row.status, row.done_at = "done", self.clock()
                 self._retry_at.pop(number, None)
-            await self.events.notify()
+                await self.events.notify(number)
 
     async def _failed(self, action: SettlementAction, exc: Exception) -> None:
         async with self.db.begin() as db:
@@ -622,18 +628,23 @@ class SettlementEngine:
             await self.on_payment(invoice)
 
     async def _payments(self) -> None:
+        """Follow the node's invoice stream. Settles of different sessions are credited in parallel; the
+        persisted cursor only moves past a settle once it (and every one before it) is credited."""
         delay = 1.0
         while True:
+            pending: deque[tuple[NodeInvoice, asyncio.Task[None] | None]] = deque()
             try:
                 async for invoice in self.backend.invoice_updates(self.cursor):
                     self.stream_connected.set()
                     delay = 1.0
+                    task = None
                     if invoice.state is InvoiceState.SETTLED:
-                        await self.on_payment(invoice)
-                    advanced = self.cursor.advance(invoice)
-                    if advanced != self.cursor:
-                        self.cursor = advanced
-                        await self._save_cursor()
+                        task = asyncio.create_task(self.on_payment(invoice))
+                        task.add_done_callback(
+                            lambda _t, queue=pending: self._spawn(self._retire(queue, wait=False))
+                        )
+                    pending.append((invoice, task))
+                    await self._retire(pending, wait=len(pending) >= MAX_PAYMENTS_IN_FLIGHT)
             except asyncio.CancelledError:
                 raise
             except LightningError as exc:
@@ -641,9 +652,31 @@ class SettlementEngine:
             except Exception:
                 log.exception("invoice stream failed (retrying in %.0f s)", delay)
             self.stream_connected.clear()
+            with contextlib.suppress(Exception):
+                await self._retire(pending, wait=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
             await self.reconcile()
+
+    async def _retire(
+        self, pending: deque[tuple[NodeInvoice, asyncio.Task[None] | None]], *, wait: bool
+    ) -> None:
+        """Advance and persist the cursor over the stream events handled so far, in stream order."""
+        async with self._cursor_lock:
+            cursor = self.cursor
+            while pending:
+                invoice, task = pending[0]
+                if task is not None:
+                    if not task.done():
+                        if not wait:
+                            break
+                        await asyncio.wait({task})
+                    task.result()  # a payment not credited stops the cursor before it: it is replayed
+                pending.popleft()
+                cursor = cursor.advance(invoice)
+            if cursor != self.cursor:
+                self.cursor = cursor
+                await self._save_cursor()
 
     async def _save_cursor(self) -> None:
         async with self.db.begin() as db:
