@@ -88,7 +88,8 @@ async def test_refuses_an_over_priced_invoice_and_the_session_is_suspended(
 async def test_late_payer_is_suspended_and_resumes_when_it_pays(
     server: RunningServer, api: httpx.AsyncClient, stations: Callable[..., Any]
 ) -> None:
-    station = await stations("LATE", "2.0.1")
+    # a late payment may leave a deficit, so resuming can take a second (late) payment: give it time
+    station = await stations("LATE", "2.0.1", stop_after_s=30)
     await station.cp.plug_in(1, ev="sedan", soc=0.3)
     created = await walk_up(server, station.charger_id)
     late = PayerMode(delay_s=3.5)  # longer than grace_s (2 s) after the credit ran out
