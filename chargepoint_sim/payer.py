@@ -576,6 +576,13 @@ class PayerAgent:
             invoice.done = True
             if decision.reason == "expired":  # satwatt replaces it; nothing wrong with it
                 log.info("%s: invoice %s expired unpaid", self.name, offer.key)
+            elif decision.reason == "session_ended":  # no longer needed: satwatt cancels it at the end
+                self.stats.invoices_skipped += 1
+                log.info(
+                    "%s: invoice %s not paid: the charge ended (a final invoice follows if needed)",
+                    self.name,
+                    offer.key,
+                )
             else:
                 self._refuse(offer, decision)
             return

@@ -270,7 +270,12 @@ def _during_transaction(state: SessionSettlement, tariff: Tariff, now: datetime)
     credit_wh = state.paid_wh - projected_wh
     stopping = state.stop_requested_at is not None
     if state.suspended_since is not None and not stopping:
-        if credit_wh > 0:
+        # Resume once the payer is back within the rules that suspended it: delivered energy within the
+        # allowance of what is paid, and no invoice overdue (a payment restarts the grace period, so a
+        # late payment that leaves a small deficit resumes, and the deficit goes on the next invoice).
+        exhausted_at = credit_exhausted_since(state, now)
+        overdue = exhausted_at is not None and whole_seconds(now - exhausted_at) >= tariff.grace_s
+        if credit_wh > 0 or (projected_wh <= state.paid_wh + tariff.allowance_wh and not overdue):
             return Resume(key=f"{sid}/resume/{state.suspension_count}", at=now)
         if whole_seconds(now - state.suspended_since) >= tariff.stop_after_s:
             return StopTransaction(key=f"{sid}/stop", at=now, reason=StopReason.SUSPENDED_TOO_LONG)

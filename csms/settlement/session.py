@@ -267,6 +267,10 @@ def record_payment(state: SessionSettlement, key: str, paid_at: datetime) -> Ses
     updated = replace(state, invoices=tuple(paid if i.key == key else i for i in state.invoices))
     if updated.credit_wh > 0:
         updated = replace(updated, credit_exhausted_at=None)
+    elif updated.credit_exhausted_at is not None and paid_at > updated.credit_exhausted_at:
+        # still short (energy drawn while the payment was in flight): the payer gets a fresh grace
+        # period to pay the next invoice, which covers the deficit
+        updated = replace(updated, credit_exhausted_at=paid_at)
     return updated
 
 

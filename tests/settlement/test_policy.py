@@ -259,6 +259,32 @@ def test_resume_when_payment_restores_credit_then_a_second_suspension(tariff: Ta
     assert [d.key for d in only(decisions, Suspend)] == ["s/suspend/2"]
 
 
+def test_a_late_payment_leaving_a_small_deficit_resumes_and_the_deficit_is_billed(
+    tariff: Tariff, t0: datetime
+) -> None:
+    """Energy drawn while the cut was on its way leaves credit below zero after the payment: still within
+    the allowance, the payer is resumed, the grace period restarts, and the next invoice covers it."""
+    state = paid_and_running(tariff, t0)  # 100 Wh paid
+    state = record_meter(state, 60, 0, t0 + s(10))  # credit 40 < 50: invoice 2 is issued
+    state, decisions = run(state, tariff, t0 + s(10))
+    assert [d.key for d in only(decisions, IssueInvoice)] == ["s/invoice/2"]
+    state = record_meter(state, 151, 0, t0 + s(20))  # beyond paid + allowance: cut
+    state, decisions = run(state, tariff, t0 + s(20))
+    assert only(decisions, Suspend)
+    state = record_meter(state, 210, 0, t0 + s(25))  # drawn while the cut was on its way
+    state = record_payment(state, "s/invoice/2", t0 + s(30))  # 200 Wh paid, 210 delivered
+    assert state.credit_wh == -10
+    state, decisions = run(state, tariff, t0 + s(31))
+    assert [type(d) for d in decisions] == [Resume, IssueInvoice]
+    (invoice,) = only(decisions, IssueInvoice)
+    assert invoice.energy_wh == 110  # the increment plus the 10 Wh already drawn
+    # the payer has a fresh grace period for it, counted from its payment
+    state, decisions = run(state, tariff, t0 + s(59))
+    assert decisions == ()
+    state, decisions = run(state, tariff, t0 + s(60))
+    assert [d.reason for d in only(decisions, Suspend)] == [SuspendReason.PAYMENT_OVERDUE]
+
+
 def test_suspended_too_long_stops_once_and_never_resumes(tariff: Tariff, t0: datetime) -> None:
     state = charger_started(tariff, t0)
     state, _ = run(state, tariff, t0 + s(30))  # suspended at 30
