@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from csms.charging.commands import Command, CommandFailed, CommandResult
+from csms.charging.events import BootInfo, MeterValue
 from csms.charging.metering import SampledValue, to_decimal
 from csms.charging.service import ChargingService
 from csms.ocpp.rpc import CallError, CallTimeout, ConnectionGone, HandlerResult, RpcEndpoint
@@ -77,6 +78,32 @@ class ProtocolAdapter:
             location=raw.get("location"),
             signed=raw.get("format") == "SignedData",
         )
+
+    def meter_values(self, values: list[dict[str, Any]] | None) -> tuple[MeterValue, ...]:
+        """Meter values as the version-free core takes them (1.6 and 2.0.1 share the shape)."""
+        return tuple(
+            MeterValue(
+                timestamp=self.timestamp(value),
+                sampled_values=tuple(self.sampled_value(s) for s in value.get("sampledValue", [])),
+                raw=value,
+            )
+            for value in values or []
+        )
+
+    async def booted(self, info: BootInfo, payload: dict[str, Any]) -> HandlerResult:
+        """Record a BootNotification, accept it, and configure the charger once the answer is sent."""
+        await self.service.booted(self.charger_id, info, payload)
+        return HandlerResult(
+            {"status": "Accepted", "currentTime": now_iso(), "interval": self.heartbeat_interval_s},
+            after=self.after_boot,
+        )
+
+    async def on_Heartbeat(self, payload: dict[str, Any]) -> HandlerResult:
+        return HandlerResult({"currentTime": now_iso()})
+
+    async def on_DataTransfer(self, payload: dict[str, Any]) -> HandlerResult:
+        await self.service.record_message(self.charger_id, "DataTransfer", payload)
+        return HandlerResult({"status": "UnknownVendorId"})
 
     # outbound
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:

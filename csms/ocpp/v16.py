@@ -6,8 +6,8 @@ import logging
 from typing import Any, ClassVar
 
 from csms.charging import commands as cmd
-from csms.charging.events import Authorization, BootInfo, ConnectorStatus, MeterValue, TransactionMessage
-from csms.ocpp.adapter import ProtocolAdapter, now_iso
+from csms.charging.events import Authorization, BootInfo, ConnectorStatus, TransactionMessage
+from csms.ocpp.adapter import ProtocolAdapter
 from csms.ocpp.rpc import HandlerResult
 
 log = logging.getLogger("csms.ocpp.v16")
@@ -43,16 +43,6 @@ class V16Adapter(ProtocolAdapter):
         }
     )
 
-    def meter_values(self, values: list[dict[str, Any]] | None) -> tuple[MeterValue, ...]:
-        return tuple(
-            MeterValue(
-                timestamp=self.timestamp(value),
-                sampled_values=tuple(self.sampled_value(s) for s in value.get("sampledValue", [])),
-                raw=value,
-            )
-            for value in values or []
-        )
-
     # ----------------------------------------------------------------- inbound
     async def on_BootNotification(self, payload: dict[str, Any]) -> HandlerResult:
         info = BootInfo(
@@ -61,14 +51,7 @@ class V16Adapter(ProtocolAdapter):
             serial_number=payload.get("chargePointSerialNumber") or payload.get("chargeBoxSerialNumber"),
             firmware_version=payload.get("firmwareVersion"),
         )
-        await self.service.booted(self.charger_id, info, payload)
-        return HandlerResult(
-            {"status": "Accepted", "currentTime": now_iso(), "interval": self.heartbeat_interval_s},
-            after=self.after_boot,
-        )
-
-    async def on_Heartbeat(self, payload: dict[str, Any]) -> HandlerResult:
-        return HandlerResult({"currentTime": now_iso()})
+        return await self.booted(info, payload)
 
     async def on_StatusNotification(self, payload: dict[str, Any]) -> HandlerResult:
         status = ConnectorStatus(
@@ -132,10 +115,6 @@ class V16Adapter(ProtocolAdapter):
             self.meter_values(payload["meterValue"]),
         )
         return HandlerResult({})
-
-    async def on_DataTransfer(self, payload: dict[str, Any]) -> HandlerResult:
-        await self.service.record_message(self.charger_id, "DataTransfer", payload)
-        return HandlerResult({"status": "UnknownVendorId"})
 
     async def on_DiagnosticsStatusNotification(self, payload: dict[str, Any]) -> HandlerResult:
         await self.service.record_message(self.charger_id, "DiagnosticsStatusNotification", payload)

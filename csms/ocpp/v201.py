@@ -11,8 +11,8 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from csms.charging import commands as cmd
-from csms.charging.events import Authorization, BootInfo, ConnectorStatus, MeterValue, TransactionMessage
-from csms.ocpp.adapter import ProtocolAdapter, now_iso
+from csms.charging.events import Authorization, BootInfo, ConnectorStatus, TransactionMessage
+from csms.ocpp.adapter import ProtocolAdapter
 from csms.ocpp.rpc import HandlerResult
 
 log = logging.getLogger("csms.ocpp.v201")
@@ -89,16 +89,6 @@ class V201Adapter(ProtocolAdapter):
             return HandlerResult(dict(RECORDED[action]))
         return await super().handle(action, payload)
 
-    def meter_values(self, values: list[dict[str, Any]] | None) -> tuple[MeterValue, ...]:
-        return tuple(
-            MeterValue(
-                timestamp=self.timestamp(value),
-                sampled_values=tuple(self.sampled_value(s) for s in value.get("sampledValue", [])),
-                raw=value,
-            )
-            for value in values or []
-        )
-
     # ----------------------------------------------------------------- inbound
     async def on_BootNotification(self, payload: dict[str, Any]) -> HandlerResult:
         station = payload["chargingStation"]
@@ -109,14 +99,7 @@ class V201Adapter(ProtocolAdapter):
             firmware_version=station.get("firmwareVersion"),
             reason=payload.get("reason"),
         )
-        await self.service.booted(self.charger_id, info, payload)
-        return HandlerResult(
-            {"status": "Accepted", "currentTime": now_iso(), "interval": self.heartbeat_interval_s},
-            after=self.after_boot,
-        )
-
-    async def on_Heartbeat(self, payload: dict[str, Any]) -> HandlerResult:
-        return HandlerResult({"currentTime": now_iso()})
+        return await self.booted(info, payload)
 
     async def on_StatusNotification(self, payload: dict[str, Any]) -> HandlerResult:
         status = ConnectorStatus(
@@ -168,10 +151,6 @@ class V201Adapter(ProtocolAdapter):
             self.charger_id, payload["evseId"], None, self.meter_values(payload["meterValue"])
         )
         return HandlerResult({})
-
-    async def on_DataTransfer(self, payload: dict[str, Any]) -> HandlerResult:
-        await self.service.record_message(self.charger_id, "DataTransfer", payload)
-        return HandlerResult({"status": "UnknownVendorId"})
 
     # ---------------------------------------------------------------- outbound
     async def configure_after_boot(self) -> None:
