@@ -14,6 +14,7 @@ import uvicorn
 from rich.console import Console
 
 from csms import __version__
+from csms.server_config import uvicorn_config
 from csms.settings import Settings, SettingsError, load_settings
 
 cli = typer.Typer(
@@ -117,20 +118,7 @@ def serve(
         banner.append(
             "  Operator API key   stored in the data directory (csms api-key --rotate for a new one)"
         )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ws="websockets-sansio",
-        ws_max_size=max(4 * settings.ocpp_max_message_bytes, 1 << 20),
-        ws_ping_interval=settings.ocpp_ping_interval_s or None,
-        ws_ping_timeout=settings.ocpp_ping_interval_s or None,
-        log_level=settings.log_level.lower(),
-        log_config=None,
-        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-        access_log=False,
-    )
+    config = uvicorn_config(app, settings)
     server = _Server(config)
     server.banner = banner
     server.run()

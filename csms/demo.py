@@ -37,6 +37,7 @@ from rich.text import Text
 
 from chargepoint_sim import ChargePoint, ChargePointOptions, ChargerSpec, create_charge_point
 from chargepoint_sim.payer import PayerAgent, PayerMode, PayerStats, SessionNotFound
+from csms.server_config import uvicorn_config
 from lightning.lnd import LndBackend
 from lightning.lnd.config import LndConfig
 
@@ -204,14 +205,7 @@ class Demo:
         )
         data_dir.mkdir(parents=True, exist_ok=True)
         self.app = create_app(settings, ApiKey.from_plain(self.key))
-        config = uvicorn.Config(
-            self.app,
-            ws="websockets-sansio",
-            log_config=None,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
-        )
+        config = uvicorn_config(self.app, settings)
         server = _Server(config)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from csms.app import create_app
 from csms.db.migrate import upgrade_to_head
 from csms.db.models import Base
 from csms.security import ApiKey
+from csms.server_config import uvicorn_config
 from csms.settings import Settings
 
 PG_URL = os.environ.get("CSMS_TEST_DATABASE_URL")
@@ -109,17 +110,9 @@ class ReadyServer(uvicorn.Server):
 
 
 async def start_server(settings: Settings, api_key: str) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """satwatt served as ``csms serve`` serves it (TLS included), on a free port of 127.0.0.1."""
     app = create_app(settings, ApiKey.from_plain(api_key))
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        ws="websockets-sansio",
-        log_config=None,
-        lifespan="on",
-        ws_max_size=4 * settings.ocpp_max_message_bytes,
-        ws_ping_interval=None,
-    )
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=0, ws_ping_interval=None, log_level="info")
     server = ReadyServer(config)
     task = asyncio.create_task(server.serve(sockets=None))
     ready = asyncio.create_task(server.ready.wait())
