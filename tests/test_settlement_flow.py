@@ -243,3 +243,27 @@ async def test_non_payer_is_suspended_resumed_on_payment_then_stopped(
         else profile["chargingProfile"]["charging_schedule"][0]["charging_schedule_period"][0]["limit"]
     )
     assert profile_limit == 0
+
+
+async def test_a_charger_that_rejects_profiles_is_stopped_instead(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    await register(api, "CP-noprofile")
+    await sell_at(api, "CP-noprofile")
+    await api.post("/api/v1/payers", json={"name": "Cy", "id_tags": ["CY-CARD"]})
+    async with connect_charger(server.ocpp_url, "CP-noprofile", "1.6") as cp:
+        cp.recorder.replies["SetChargingProfile"] = "Rejected"  # no smart charging on this charger
+        start = await cp.call(
+            call16.StartTransaction(connector_id=1, id_tag="CY-CARD", meter_start=0, timestamp=at(0))
+        )
+        (session,) = (await api.get("/api/v1/sessions", params={"charger_id": "CP-noprofile"})).json()
+        await cp.call(
+            call16.MeterValues(
+                connector_id=1, transaction_id=start.transaction_id, meter_value=[energy(80, 7000, 10)]
+            )
+        )  # unpaid, past the allowance
+        (stop,) = await cp.recorder.wait_for("RemoteStopTransaction")
+        assert stop == {"transactionId": start.transaction_id}
+        assert cp.recorder.of("SetChargingProfile")  # tried first
+    async with follow_events(server.http_url, session["id"], server.api_key) as stream:
+        assert (await stream.next("suspended")).data["how"] == "remote stop"
