@@ -265,5 +265,5 @@ async def test_a_charger_that_rejects_profiles_is_stopped_instead(
         (stop,) = await cp.recorder.wait_for("RemoteStopTransaction")
         assert stop == {"transactionId": start.transaction_id}
         assert cp.recorder.of("SetChargingProfile")  # tried first
-    async with follow_events(server.http_url, session["id"], server.api_key) as stream:
-        assert (await stream.next("suspended")).data["how"] == "remote stop"
+        async with follow_events(server.http_url, session["id"], server.api_key) as stream:
+            assert (await stream.next("suspended")).data["how"] == "remote stop"
