@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ cli = typer.Typer(
 )
 console = Console(stderr=True, soft_wrap=True)
 OPENAPI_PATH = Path("openapi/openapi.json")
+# gRPC's C core prints INFO lines (e.g. GOAWAY when the simnet stops) unless told otherwise
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def _settings(**overrides: Any) -> Settings:
