@@ -10,10 +10,10 @@ from pathlib import Path
 
 from csms.settings import Settings
 from lightning import Backend
+from lightning.factory import LightningRuntime, start_lightning
 from lightning.lnd import LndBackend
 from lightning.lnd.config import LndConfig
-from lightning.simnet import Simnet
-from lightning.simnet.network import NodeSpec
+from lightning.simnet import NodeSpec, Simnet
 
 log = logging.getLogger("csms.lightning")
 
@@ -23,45 +23,54 @@ SECRET_FILE = "settlement.secret"
 
 @dataclass
 class LightningNode:
-    backend: Backend
-    simnet: Simnet | None = None
+    """The running backend (and embedded simnet), with the lines ``csms serve`` prints about it."""
+
+    runtime: LightningRuntime
     description: list[str] = field(default_factory=list)
 
+    @property
+    def backend(self) -> Backend:
+        return self.runtime.backend
+
+    @property
+    def simnet(self) -> Simnet | None:
+        return self.runtime.simnet
+
     async def close(self) -> None:
-        await self.backend.close()
-        if self.simnet is not None:
-            await self.simnet.stop()
+        await self.runtime.close()
 
 
-def simnet_nodes(cars: int) -> list[NodeSpec]:
-    return [
+def simnet_nodes(cars: int) -> tuple[NodeSpec, ...]:
+    return (
         NodeSpec(SELLER_NODE, 1_000_000),
         *(NodeSpec(f"car{i}") for i in range(1, cars + 1)),
         NodeSpec("wallet"),
-    ]
+    )
 
 
 async def open_lightning(settings: Settings) -> LightningNode:
+    """The node the validated settings name: a real LND, or the embedded simnet."""
     if settings.lightning_backend == "lnd":
         if settings.lnd_connect is not None:
             config = LndConfig.from_lndconnect(settings.lnd_connect.get_secret_value())
         else:
             assert settings.lnd_grpc and settings.lnd_tls_cert and settings.lnd_macaroon
             config = LndConfig.from_paths(settings.lnd_grpc, settings.lnd_tls_cert, settings.lnd_macaroon)
-        backend = LndBackend(config, name="lnd")
-        return LightningNode(backend, None, [f"  Lightning          LND at {config.grpc_address}"])
-    directory = settings.data_dir / "simnet"
-    simnet = Simnet(directory, port=settings.simnet_port, nodes=simnet_nodes(settings.simnet_cars))
-    await simnet.start()
-    backend = LndBackend(LndConfig.from_simnet(simnet, SELLER_NODE, "admin"), name="simnet")
-    payers = ", ".join(n.name for n in simnet_nodes(settings.simnet_cars)[1:])
+        runtime = LightningRuntime(backend=LndBackend(config, name="lnd"))
+        return LightningNode(runtime, [f"  Lightning          LND at {config.grpc_address}"])
+    nodes = simnet_nodes(settings.simnet_cars)
+    runtime = await start_lightning(
+        "simnet", data_dir=settings.data_dir, simnet_port=settings.simnet_port, simnet_nodes=nodes
+    )
+    assert runtime.simnet is not None
+    simnet = runtime.simnet
+    payers = ", ".join(n.name for n in nodes[1:])
     return LightningNode(
-        backend,
-        simnet,
+        runtime,
         [
             f"  Lightning          simnet (simulated, regtest) at {simnet.address}",
             f"     TLS cert        {simnet.tls_cert_path}",
-            f"     payer nodes     {payers}: macaroons in {directory}/<node>/admin.macaroon",
+            f"     payer nodes     {payers}: macaroons in {simnet.data_dir}/<node>/admin.macaroon",
         ],
     )
 
