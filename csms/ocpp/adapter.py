@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from csms.charging.commands import Command, CommandFailed, CommandResult
+from csms.charging.commands import Command, CommandFailed, CommandResult, DataTransfer
 from csms.charging.events import BootInfo, MeterValue
 from csms.charging.metering import SampledValue, to_decimal
 from csms.charging.service import ChargingService
@@ -122,6 +122,16 @@ class ProtocolAdapter:
 
     async def execute(self, command: Command) -> CommandResult:
         raise NotImplementedError
+
+    async def data_transfer(self, command: DataTransfer) -> CommandResult:
+        """DataTransfer has the same shape in 1.6 and 2.0.1."""
+        request: dict[str, Any] = {"vendorId": command.vendor_id}
+        if command.message_id is not None:
+            request["messageId"] = command.message_id
+        if command.data is not None:
+            request["data"] = command.data
+        reply = await self.call("DataTransfer", request)
+        return CommandResult(reply["status"], {"data": reply.get("data")})
 
     async def configure_after_boot(self) -> None:
         """Set the meter sample interval the tariff needs (and ask for energy and power)."""

@@ -253,13 +253,7 @@ class V201Adapter(ProtocolAdapter):
                     request["evse"] = {"id": command.connector_id}
                 reply = await self.call("ChangeAvailability", request)
             case cmd.DataTransfer():
-                request = {"vendorId": command.vendor_id}
-                if command.message_id is not None:
-                    request["messageId"] = command.message_id
-                if command.data is not None:
-                    request["data"] = command.data
-                reply = await self.call("DataTransfer", request)
-                return cmd.CommandResult(reply["status"], {"data": reply.get("data")})
+                return await self.data_transfer(command)
             case _:
                 raise TypeError(f"unknown command {command!r}")
         return cmd.CommandResult(str(reply.get("status", "Accepted")), {})
