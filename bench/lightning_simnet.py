@@ -33,7 +33,11 @@ from lightning.simnet import NodeSpec, Simnet  # noqa: E402
 AMOUNT_MSAT = 3_000  # 30 Wh at 100 sat/kWh, the Distributed Charge increment
 
 
-async def start_subprocess_simnet(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def start_subprocess_simnet(
+    data_dir: Path, nodes: tuple[str, ...] = ("satwatt:1000000", "car1:100000000")
+) -> tuple[asyncio.subprocess.Process, str]:
+    """``lightning-simnet`` as a subprocess with ``nodes`` (NAME:BALANCE_SAT); returns it and its address."""
+    node_args = [arg for node in nodes for arg in ("--node", node)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -44,10 +48,7 @@ async def start_subprocess_simnet(data_dir: Path) -> tuple[asyncio.subprocess.Pr
         "0",
         "--admin-port",
         "-1",
-        "--node",
-        "satwatt:1000000",
-        "--node",
-        "car1:100000000",
+        *node_args,
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 import websockets  # noqa: E402
+from lightning_simnet import start_subprocess_simnet  # noqa: E402  (beside this script)
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
@@ -155,35 +156,8 @@ def free_port() -> int:
 
 
 async def start_simnet(data_dir: Path, cars: int) -> tuple[asyncio.subprocess.Process, str]:
-    nodes = ["--node", "satwatt:1000000"]
-    for i in range(1, cars + 1):
-        nodes += ["--node", f"car{i}:100000000"]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lightning.simnet",
-        "--data-dir",
-        str(data_dir),
-        "--port",
-        "0",
-        "--admin-port",
-        "-1",
-        *nodes,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    address = ""
-    async with asyncio.timeout(60):
-        while True:
-            line = (await process.stdout.readline()).decode()
-            if not line:
-                raise RuntimeError("the simnet exited before it was ready")
-            if line.startswith("grpc"):
-                address = line.split()[-1]
-            if line.startswith("ready"):
-                return process, address
+    nodes = ("satwatt:1000000", *(f"car{i}:100000000" for i in range(1, cars + 1)))
+    return await start_subprocess_simnet(data_dir, nodes)
 
 
 async def start_satwatt(

@@ -3,6 +3,7 @@ real sockets (OCPP websockets, REST, server-sent events, gRPC with TLS and macar
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -155,6 +156,11 @@ async def test_walk_up_session_paid_increment_by_increment(
             final = await metering.stop(280)
             if version == "2.0.1":
                 assert final.total_cost == 28  # sats: 280 Wh at 100 sat/kWh
+            else:  # 1.6: the running cost goes out as the OCA cost DataTransfer after payments
+                costs = await cp.recorder.wait_for("DataTransfer")
+                assert costs[0]["vendorId"] == "org.openchargealliance.costmsg"
+                assert costs[0]["message_id"] == "RunningCost"
+                assert json.loads(costs[0]["data"])["transactionId"] == int(tx)
             closed = (await events.next("closed")).data
     session = (await api.get(f"/api/v1/sessions/{walk_up['id']}")).json()
     assert session["state"] == "ended" and session["outcome"] == "settled"

@@ -181,11 +181,7 @@ async def delete_charger(charger_id: str, service: Service, registry: Registry) 
         if charger is None:
             raise Problem(404, "Charger not found", f"no charger with id {charger_id!r}")
         await db.delete(charger)
-    live = registry.get(charger_id)
-    if live is not None:
-        registry.unregister(live)
-        await live.rpc.close()
-        await live.socket.close(1000, "charger removed")
+    await registry.drop(charger_id, "charger removed")
     return Response(status_code=204)
 
 

@@ -83,6 +83,15 @@ class DataTransfer:
     data: str | None = None
 
 
+@dataclass(frozen=True)
+class CostUpdate:
+    """The running cost of a transaction, for chargers that show it (msat; sent in sats)."""
+
+    ocpp_transaction_id: str
+    total_cost_msat: int
+    energy_wh: int
+
+
 Command = (
     RemoteStart
     | RemoteStop
@@ -95,6 +104,7 @@ Command = (
     | UnlockConnector
     | ChangeAvailability
     | DataTransfer
+    | CostUpdate
 )
 
 

@@ -54,6 +54,7 @@ class TransactionMessage:
     stop_reason: str | None = None
     remote_start_id: int | None = None
     fingerprint: str | None = None
+    protocol: str | None = None  # the OCPP version it came in (sets how the start reading is taken)
 
 
 @dataclass(frozen=True)

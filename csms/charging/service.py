@@ -308,8 +308,7 @@ class ChargingService:
         message: TransactionMessage,
         updates: list[SessionUpdate],
     ) -> TransactionOutcome:
-        charger = await db.get(Charger, charger_id)
-        protocol = charger.protocol if charger is not None else None
+        protocol = message.protocol
         session = await self._find_session(db, charger_id, message)
         authorization = (
             await self._authorize(db, charger_id, message.id_tag) if message.id_tag is not None else None

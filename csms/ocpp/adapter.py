@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from csms.charging.commands import Command, CommandFailed, CommandResult, DataTransfer
@@ -122,6 +123,11 @@ class ProtocolAdapter:
 
     async def execute(self, command: Command) -> CommandResult:
         raise NotImplementedError
+
+    @staticmethod
+    def sats(msat: int) -> Decimal:
+        """An msat amount as the decimal sats OCPP cost fields carry (exact: three decimals)."""
+        return Decimal(msat) / 1000
 
     async def data_transfer(self, command: DataTransfer) -> CommandResult:
         """DataTransfer has the same shape in 1.6 and 2.0.1."""

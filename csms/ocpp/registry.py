@@ -55,11 +55,21 @@ class ConnectionRegistry:
         self._connections[connection.charger_id] = connection
         if older is not None:
             log.info("%s: newer connection replaces the older one", connection.charger_id)
-            await older.rpc.close()
-            try:
-                await older.socket.close(1000, "replaced by a newer connection")
-            except Exception as exc:  # a half-open socket may fail to close cleanly
-                log.debug("%s: closing the older socket failed: %s", connection.charger_id, exc)
+            await self._close(older, "replaced by a newer connection")
+
+    async def drop(self, charger_id: str, reason: str) -> None:
+        """Close a charger's connection (e.g. the charger was removed from the registry)."""
+        connection = self._connections.pop(charger_id, None)
+        if connection is not None:
+            await self._close(connection, reason)
+
+    @staticmethod
+    async def _close(connection: ChargerConnection, reason: str) -> None:
+        await connection.rpc.close()
+        try:
+            await connection.socket.close(1000, reason)
+        except Exception as exc:  # a half-open socket may fail to close cleanly
+            log.debug("%s: closing the socket failed: %s", connection.charger_id, exc)
 
     def unregister(self, connection: ChargerConnection) -> bool:
         """Forget ``connection`` if it is still the current one; False when a newer one took over."""

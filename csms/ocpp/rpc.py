@@ -107,7 +107,8 @@ class RpcEndpoint:
     # ----------------------------------------------------------------- inbound
     async def receive(self, text: str) -> None:
         """Handle one text frame from the charger."""
-        if len(text.encode()) > self.max_message_bytes:
+        # a UTF-8 character is at most 4 bytes: only long frames need encoding to be measured
+        if len(text) * 4 > self.max_message_bytes and len(text.encode()) > self.max_message_bytes:
             self._log_bad(
                 text,
                 f"frame of {len(text.encode())} bytes exceeds the limit of {self.max_message_bytes} bytes",

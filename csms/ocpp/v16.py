@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from csms import jsoncodec
 from csms.charging import commands as cmd
 from csms.charging.events import Authorization, BootInfo, ConnectorStatus, TransactionMessage
 from csms.ocpp.adapter import ProtocolAdapter
@@ -13,6 +14,7 @@ from csms.ocpp.rpc import HandlerResult
 log = logging.getLogger("csms.ocpp.v16")
 
 MEASURANDS = "Energy.Active.Import.Register,Power.Active.Import"
+COST_VENDOR = "org.openchargealliance.costmsg"
 
 
 def _id_tag_info(authorization: Authorization) -> dict[str, Any]:
@@ -77,6 +79,7 @@ class V16Adapter(ProtocolAdapter):
                 kind="started",
                 timestamp=timestamp,
                 payload=payload,
+                protocol=self.version,
                 connector_id=payload["connectorId"],
                 id_tag=payload["idTag"],
                 meter_start_wh=payload["meterStart"],
@@ -95,6 +98,7 @@ class V16Adapter(ProtocolAdapter):
                 kind="ended",
                 timestamp=self.timestamp(payload),
                 payload=payload,
+                protocol=self.version,
                 ocpp_transaction_id=str(payload["transactionId"]),
                 id_tag=payload.get("idTag"),
                 meter_stop_wh=payload["meterStop"],
@@ -201,6 +205,16 @@ class V16Adapter(ProtocolAdapter):
                 )
             case cmd.DataTransfer():
                 return await self.data_transfer(command)
+            case cmd.CostUpdate():  # the OCA cost message, which 1.6 chargers may or may not know
+                data = {
+                    "transactionId": int(command.ocpp_transaction_id),
+                    "cost": self.sats(command.total_cost_msat),
+                    "meterValue": command.energy_wh,
+                    "state": "Charging",
+                }
+                return await self.data_transfer(
+                    cmd.DataTransfer(COST_VENDOR, "RunningCost", jsoncodec.dumps(data))
+                )
             case _:
                 raise TypeError(f"unknown command {command!r}")
         return cmd.CommandResult(str(reply.get("status", "Accepted")), {})

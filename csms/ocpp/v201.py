@@ -7,7 +7,6 @@ profile); the EVSE's physical connector is kept as ``plug_id``.
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 from typing import Any, ClassVar
 
 from csms.charging import commands as cmd
@@ -126,6 +125,7 @@ class V201Adapter(ProtocolAdapter):
             kind={"Started": "started", "Updated": "updated", "Ended": "ended"}[payload["eventType"]],  # type: ignore[arg-type]
             timestamp=self.timestamp(payload),
             payload=payload,
+            protocol=self.version,
             ocpp_transaction_id=info["transactionId"],
             connector_id=evse.get("id"),
             id_tag=id_tag,
@@ -143,7 +143,7 @@ class V201Adapter(ProtocolAdapter):
         if message.kind == "ended" and self.service.cost_of is not None:
             cost_msat = await self.service.cost_of(outcome.session_number)
             if cost_msat is not None:  # in sats, the unit of satwatt's tariffs
-                response["totalCost"] = Decimal(cost_msat) / 1000
+                response["totalCost"] = self.sats(cost_msat)
         return HandlerResult(response)
 
     async def on_MeterValues(self, payload: dict[str, Any]) -> HandlerResult:
@@ -254,6 +254,15 @@ class V201Adapter(ProtocolAdapter):
                 reply = await self.call("ChangeAvailability", request)
             case cmd.DataTransfer():
                 return await self.data_transfer(command)
+            case cmd.CostUpdate():
+                await self.call(
+                    "CostUpdated",
+                    {
+                        "totalCost": self.sats(command.total_cost_msat),
+                        "transactionId": command.ocpp_transaction_id,
+                    },
+                )
+                return cmd.CommandResult("Accepted", {})
             case _:
                 raise TypeError(f"unknown command {command!r}")
         return cmd.CommandResult(str(reply.get("status", "Accepted")), {})

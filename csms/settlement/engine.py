@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -730,26 +729,14 @@ class SettlementEngine:
         return compute_bill(state, Tariff.from_dict(row.tariff), self.clock()).cost_msat
 
     async def _send_running_cost(self, number: int) -> None:
-        """Tell the charger the running cost: 2.0.1 CostUpdated; 1.6 the OCA cost DataTransfer."""
+        """Tell the charger the running cost (each protocol adapter says it its own way)."""
         session = await self._session(number)
         cost = await self.cost_msat(number)
-        connection = self.registry.get(session.charger_id)
-        if cost is None or connection is None or session.ocpp_transaction_id is None or session.ended_at:
+        if cost is None or session.ocpp_transaction_id is None or session.ended_at is not None:
             return
-        sats = Decimal(cost) / 1000
         try:
-            if connection.version == "2.0.1":
-                await connection.adapter.call(
-                    "CostUpdated", {"totalCost": sats, "transactionId": session.ocpp_transaction_id or ""}
-                )
-            else:
-                await connection.adapter.execute(
-                    cmd.DataTransfer(
-                        "org.openchargealliance.costmsg",
-                        "RunningCost",
-                        f'{{"transactionId": {session.ocpp_transaction_id}, "cost": {sats}, '
-                        f'"meterValue": {session.energy_wh}, "state": "Charging"}}',
-                    )
-                )
+            await self.registry.execute(
+                session.charger_id, cmd.CostUpdate(session.ocpp_transaction_id, cost, session.energy_wh)
+            )
         except cmd.CommandFailed as exc:
             log.debug("%s did not take the running cost: %s", session.charger_id, exc)
