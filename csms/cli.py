@@ -113,6 +113,20 @@ def serve(
             if settings.allow_unknown_chargers
             else "refused (register them: POST /api/v1/chargers)"
         ),
+        "  Charger passwords  "
+        + (
+            "required (CSMS_REQUIRE_CHARGER_PASSWORD): registered chargers without one are refused"
+            if settings.require_charger_password
+            else "[bold yellow]optional[/] (CSMS_REQUIRE_CHARGER_PASSWORD=false): registered chargers "
+            "without one connect with no credentials"
+        ),
+        "  Client certs       "
+        + (
+            f"checked against {settings.tls_client_ca} (OCPP security profile 3; CN = charger id"
+            + ("; required)" if settings.require_charger_certificate else "; or a password)")
+            if settings.tls_client_ca
+            else "not used (set CSMS_TLS_CLIENT_CA for OCPP security profile 3)"
+        ),
     ]
     if new_key is not None:
         banner.append(f"  [bold yellow]Operator API key (shown once, keep it):[/] {new_key}")

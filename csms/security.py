@@ -14,7 +14,12 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 log = logging.getLogger("csms.security")
 
@@ -70,6 +75,23 @@ class PasswordVerifier:
                 self._verified.clear()
             self._verified[key] = token
         return ok
+
+
+def client_certificate_cn(scope: Mapping[str, Any]) -> str | None:
+    """The common name of the client certificate a TLS connection presented (already verified against
+    CSMS_TLS_CLIENT_CA in the TLS handshake), from the ASGI TLS extension; None without one."""
+    tls = (scope.get("extensions") or {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    if not chain:
+        return None
+    try:
+        certificate = x509.load_pem_x509_certificate(chain[0].encode())
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        return None  # none, or ambiguous: never guess which one names the charger
+    return names[0].value
 
 
 def _sha256(text: str) -> bytes:

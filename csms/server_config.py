@@ -1,20 +1,32 @@
-"""How satwatt's ASGI app is served by uvicorn: one place for the websocket and TLS options."""
+"""How satwatt's ASGI app is served by uvicorn: one place for the websocket, TLS and connection options."""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import uvicorn
 
+from csms.connection_guard import HandshakeGuard, guarded_protocols
 from csms.settings import Settings
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
-    """The uvicorn configuration for ``settings`` (``overrides`` for tests and the demo)."""
+    """The uvicorn configuration for ``settings`` (``overrides`` for tests and the demo).
+
+    Connections that do not finish their handshake in time are closed, and bounded per client address,
+    by :mod:`csms.connection_guard` (its guard is kept as ``app.state.handshake_guard``).
+    """
+    guard = HandshakeGuard(settings.handshake_timeout_s, settings.max_pending_connections_per_address)
+    http_protocol, ws_protocol = guarded_protocols(guard)
+    state = getattr(app, "state", None)
+    if state is not None:
+        state.handshake_guard = guard
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "ws": "websockets-sansio",
+        "http": http_protocol,
+        "ws": ws_protocol,
         # frames between CSMS_OCPP_MAX_MESSAGE_BYTES and this hard cap get a CALLERROR; above it the
         # websocket layer closes the connection (1009) before the frame is read into memory
         "ws_max_size": max(4 * settings.ocpp_max_message_bytes, 1 << 20),
@@ -27,5 +39,11 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "access_log": False,
         "lifespan": "on",
     }
+    if settings.tls_client_ca is not None:
+        # OCPP security profile 3: a charger may present a client certificate signed by this CA (it is
+        # verified in the TLS handshake); optional at the TLS level so that API clients and profile-2
+        # chargers (password over TLS) still connect, and the OCPP endpoint decides per charger
+        options["ssl_ca_certs"] = str(settings.tls_client_ca)
+        options["ssl_cert_reqs"] = ssl.CERT_OPTIONAL
     options.update(overrides)
     return uvicorn.Config(app, **options)

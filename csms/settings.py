@@ -55,6 +55,34 @@ class Settings(BaseSettings):
     )
     tls_cert: Path | None = Field(default=None, description="PEM certificate: serve wss:// and https://.")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="PEM CA bundle for charger client certificates (OCPP security profile 3): a charger "
+        "presenting a certificate signed by it is admitted when the certificate's CN is its id.",
+    )
+    require_charger_certificate: bool = Field(
+        default=False,
+        description="Admit registered chargers only with a client certificate (needs CSMS_TLS_CLIENT_CA).",
+    )
+    require_charger_password: bool = Field(
+        default=True,
+        description="Refuse registered chargers that have no password (unless a client certificate "
+        "identifies them).",
+    )
+    handshake_timeout_s: int = Field(
+        default=10,
+        ge=1,
+        le=300,
+        description="A connection must send its HTTP request headers, and a websocket must be admitted, "
+        "within this time; otherwise it is closed.",
+    )
+    max_pending_connections_per_address: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="Connections from one client address that have not finished their handshake; more "
+        "are answered 429 and closed (0: no bound).",
+    )
     ocpp_max_message_bytes: int = Field(
         default=65536,
         ge=1024,
@@ -114,6 +142,20 @@ class Settings(BaseSettings):
         for path in (self.tls_cert, self.tls_key):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+    @model_validator(mode="after")
+    def _check_client_ca(self) -> Settings:
+        if self.tls_client_ca is not None:
+            if self.tls_cert is None:
+                raise ValueError(
+                    "CSMS_TLS_CLIENT_CA needs CSMS_TLS_CERT and CSMS_TLS_KEY (client "
+                    "certificates are checked in the TLS handshake)"
+                )
+            if not self.tls_client_ca.is_file():
+                raise ValueError(f"TLS client CA file {self.tls_client_ca} does not exist")
+        if self.require_charger_certificate and self.tls_client_ca is None:
+            raise ValueError("CSMS_REQUIRE_CHARGER_CERTIFICATE needs CSMS_TLS_CLIENT_CA")
         return self
 
     @model_validator(mode="after")

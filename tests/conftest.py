@@ -139,6 +139,9 @@ def server_settings(database_url: str, tmp_path: Path) -> dict[str, Any]:
         "simnet_port": 0,
         "simnet_cars": 2,
         "settlement_tick_ms": 100,
+        # most tests register chargers without a password; tests/test_charger_security.py tests the
+        # default (CSMS_REQUIRE_CHARGER_PASSWORD on)
+        "require_charger_password": False,
     }
 
 

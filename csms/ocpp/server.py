@@ -23,7 +23,7 @@ from csms.ocpp.rpc import ConnectionGone, RpcEndpoint
 from csms.ocpp.schemas import SUBPROTOCOLS
 from csms.ocpp.v16 import V16Adapter
 from csms.ocpp.v201 import V201Adapter
-from csms.security import PasswordVerifier
+from csms.security import PasswordVerifier, client_certificate_cn
 from csms.settings import Settings
 
 log = logging.getLogger("csms.ocpp.server")
@@ -84,25 +84,47 @@ async def _deny(websocket: WebSocket, status: int, reason: str) -> None:
 
 
 async def _admit(context: OcppContext, websocket: WebSocket, charger_id: str) -> tuple[bool, bool]:
-    """Check the charger id and its password; returns (admitted, lenient)."""
+    """Check the charger id and its credentials; returns (admitted, lenient).
+
+    A charger proves who it is with a client certificate whose CN is its id (OCPP security profile 3;
+    the TLS handshake already checked the certificate against CSMS_TLS_CLIENT_CA), or with HTTP Basic
+    auth (profiles 1 and 2). A certificate naming another charger is refused whatever else is sent.
+    """
+    settings = context.settings
+    certificate_cn = client_certificate_cn(websocket.scope)
+    if certificate_cn is not None and certificate_cn != charger_id:
+        log.warning("%s: refused, its client certificate names another charger", charger_id)
+        await _deny(websocket, 401, "the client certificate is not this charger's")
+        return False, False
     async with context.service.db() as db:
         charger = await db.scalar(select(Charger).where(Charger.id == charger_id))
     if charger is None or not charger.registered:
-        if not context.settings.allow_unknown_chargers:
+        if not settings.allow_unknown_chargers:
             log.warning("%s: refused, unknown charger", charger_id)
             await _deny(websocket, 401, "unknown charger")
             return False, False
         return True, bool(charger and charger.lenient)
-    if charger.password_hash:
-        credentials = basic_credentials(websocket.headers.get("authorization"))
-        if (
-            credentials is None
-            or credentials[0] != charger_id
-            or not await context.verifier.verify(charger_id, credentials[1], charger.password_hash)
-        ):
-            log.warning("%s: refused, wrong or missing password", charger_id)
-            await _deny(websocket, 401, "wrong or missing credentials")
+    if certificate_cn is not None:
+        return True, charger.lenient
+    if settings.require_charger_certificate:
+        log.warning("%s: refused, no client certificate", charger_id)
+        await _deny(websocket, 401, "a client certificate is required")
+        return False, False
+    if charger.password_hash is None:
+        if settings.require_charger_password:
+            log.warning("%s: refused, it has no password (CSMS_REQUIRE_CHARGER_PASSWORD)", charger_id)
+            await _deny(websocket, 401, "this charger has no password set; set one in satwatt")
             return False, False
+        return True, charger.lenient
+    credentials = basic_credentials(websocket.headers.get("authorization"))
+    if (
+        credentials is None
+        or credentials[0] != charger_id
+        or not await context.verifier.verify(charger_id, credentials[1], charger.password_hash)
+    ):
+        log.warning("%s: refused, wrong or missing password", charger_id)
+        await _deny(websocket, 401, "wrong or missing credentials")
+        return False, False
     return True, charger.lenient
 
 
