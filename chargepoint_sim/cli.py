@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chargepoint_sim.chargepoint import QUIRKS, ChargePoint
+from chargepoint_sim.lightload import LightConfig, LightLoad, format_light_report
 from chargepoint_sim.load import LoadConfig, format_report, run_load
 from chargepoint_sim.load import Progress as LoadProgress
 from chargepoint_sim.physics import EV_MODELS, ChargerSpec
@@ -309,11 +310,21 @@ def load(
         int, typer.Option(min=1, max=100_000, help="Number of charge point connections.")
     ] = 100,
     ramp: Annotated[float, typer.Option(min=0, help="Seconds over which the connections are opened.")] = 10.0,
-    duration: Annotated[float, typer.Option(min=0.1, help="Seconds to hold the load after the ramp.")] = 30.0,
+    duration: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds to hold the load after the ramp (closed loop / light: the measurement window, "
+            "after every charger has booted and started its transaction).",
+        ),
+    ] = 30.0,
     meter_interval: Annotated[
         float, typer.Option(min=0.1, help="Meter value interval per transaction, s.")
     ] = 10.0,
-    protocol: Annotated[str, typer.Option(help="1.6, 2.0.1 or mixed (alternating).")] = "mixed",
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="1.6, 2.0.1 or mixed (alternating); default mixed, and 1.6 for the light client."),
+    ] = None,
     password: Annotated[str | None, typer.Option(help="HTTP Basic password of every charger.")] = None,
     id_pattern: Annotated[str, typer.Option(help="Charger id pattern; {n} counts from 1.")] = "LOAD-{n:05d}",
     id_tag: Annotated[
@@ -330,6 +341,38 @@ def load(
             "--meter-interval.",
         ),
     ] = False,
+    closed_loop: Annotated[
+        bool,
+        typer.Option(
+            "--closed-loop",
+            help="Closed loop (light client, 1.6): every charger boots, starts a transaction, then sends "
+            "MeterValues back to back (the next as soon as the previous is answered) for --duration; "
+            "reports MeterValues answered per second and their latency.",
+        ),
+    ] = False,
+    light: Annotated[
+        bool,
+        typer.Option(
+            "--light",
+            help="Use the light client (1.6, one task per charger, small memory) for the interval load "
+            "too: for thousands of chargers from one process.",
+        ),
+    ] = False,
+    power: Annotated[
+        int,
+        typer.Option(
+            min=0, max=1_000_000, help="Light client: simulated power in W (the register's growth)."
+        ),
+    ] = 11_000,
+    setup_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Light client: seconds after the ramp to wait for every transaction to start."
+        ),
+    ] = 120.0,
+    end_transactions: Annotated[
+        bool, typer.Option(help="Light client: send StopTransaction for open transactions at the end.")
+    ] = True,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
     ] = None,
@@ -337,26 +380,52 @@ def load(
 ) -> None:
     """Ramp up many charge points with transactions and meter values; report throughput and latency."""
     _check_url(csms)
-    try:
-        cfg = LoadConfig(
-            csms_url=csms,
-            chargers=chargers,
-            ramp_s=ramp,
-            duration_s=duration,
-            meter_interval_s=meter_interval,
-            protocol=protocol,
-            password=password,
-            id_pattern=id_pattern,
-            id_tag=id_tag,
-            call_timeout_s=call_timeout,
-            follow_csms_interval=follow_csms_interval,
-        )
-        id_pattern.format(n=1)
-    except (ValueError, KeyError, IndexError) as e:
-        raise typer.BadParameter(str(e)) from None
-    logging.basicConfig(level="ERROR")
-    report = asyncio.run(_load(cfg, progress))
-    console.print(format_report(report), highlight=False)
+    report: dict[str, Any]
+    if closed_loop or light:
+        if protocol not in (None, "1.6"):
+            raise typer.BadParameter("--closed-loop and --light speak 1.6 only")
+        try:
+            light_cfg = LightConfig(
+                csms_url=csms,
+                chargers=chargers,
+                closed_loop=closed_loop,
+                duration_s=duration,
+                ramp_s=ramp,
+                setup_timeout_s=setup_timeout,
+                meter_interval_s=meter_interval,
+                password=password,
+                id_pattern=id_pattern,
+                id_tag=id_tag,
+                power_w=power,
+                call_timeout_s=call_timeout,
+                end_transactions=end_transactions,
+            )
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+        logging.basicConfig(level="ERROR")
+        report = asyncio.run(_light(light_cfg, progress))
+        console.print(format_light_report(report), highlight=False)
+    else:
+        try:
+            cfg = LoadConfig(
+                csms_url=csms,
+                chargers=chargers,
+                ramp_s=ramp,
+                duration_s=duration,
+                meter_interval_s=meter_interval,
+                protocol=protocol or "mixed",
+                password=password,
+                id_pattern=id_pattern,
+                id_tag=id_tag,
+                call_timeout_s=call_timeout,
+                follow_csms_interval=follow_csms_interval,
+            )
+            id_pattern.format(n=1)
+        except (ValueError, KeyError, IndexError) as e:
+            raise typer.BadParameter(str(e)) from None
+        logging.basicConfig(level="ERROR")
+        report = asyncio.run(_load(cfg, progress))
+        console.print(format_report(report), highlight=False)
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report written to {json_path}")
@@ -382,6 +451,28 @@ async def _load(cfg: LoadConfig, show: bool) -> dict[str, Any]:
 
     with bar:
         return await run_load(cfg, on_progress)
+
+
+async def _light(cfg: LightConfig, show: bool) -> dict[str, Any]:
+    fleet = LightLoad(cfg)
+    if not show:
+        return await fleet.run()
+    bar = Progress(
+        TextColumn("[bold]{task.fields[phase]:<8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("online · {task.fields[charging]} charging"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    task = bar.add_task("load", total=cfg.chargers, phase="setup", charging=0)
+
+    def on_progress(phase: str, f: LightLoad) -> None:
+        bar.update(task, completed=f.online(), phase=phase, charging=f.charging())
+
+    with bar:
+        return await fleet.run(on_progress)
 
 
 def main() -> None:

@@ -1,0 +1,162 @@
+"""The light load client (closed loop and interval) against the test central system, which validates
+every frame against the OCPP 1.6 schemas (an invalid frame would be answered with a CALLERROR)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from ocpp.v16 import call as c16
+from typer.testing import CliRunner
+
+from chargepoint_sim.cli import app
+from chargepoint_sim.lightload import LightConfig, LightLoad
+from tests.sim.csms_double import CsmsDouble
+
+
+def _config(url: str, **kw: object) -> LightConfig:
+    base: dict[str, object] = {
+        "csms_url": url,
+        "chargers": 4,
+        "ramp_s": 0.1,
+        "duration_s": 0.6,
+        "setup_timeout_s": 10,
+        "call_timeout_s": 5,
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.2,
+        "power_w": 3_600_000,  # 1 Wh per ms: the register visibly grows between back-to-back samples
+        "freeze_gc": False,
+    }
+    base.update(kw)
+    return LightConfig(**base)  # type: ignore[arg-type]
+
+
+def _registers(csms: CsmsDouble, cp_id: str) -> list[int]:
+    return [int(p["meterValue"][0]["sampledValue"][0]["value"]) for p in csms.payloads("MeterValues", cp_id)]
+
+
+async def test_closed_loop_counts_every_answered_sample(csms: CsmsDouble) -> None:
+    report = await LightLoad(_config(csms.url)).run()
+
+    assert report["mode"] == "closed-loop" and report["errors"] == 0
+    assert report["transactions"]["started"] == 4 and report["transactions"]["stopped"] == 4
+    assert report["connections"]["held_at_end"] == 4 and report["connections"]["disconnects"] == 0
+    meter = report["meter_values"]
+    # every sample the central system received was answered and counted (in or after the window)
+    sent = len(csms.messages("MeterValues"))
+    assert 0 < meter["answered"] <= sent == report["calls"]["by_action"]["MeterValues"]["count"]
+    assert meter["per_second"] == round(meter["answered"] / meter["window_s"], 1)
+    lat = meter["latency"]
+    assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    starts = {m.cp_id: m for m in csms.messages("StartTransaction")}
+    assert set(starts) == {f"LOAD-{n:05d}" for n in range(1, 5)}
+    for cp_id in starts:
+        registers = _registers(csms, cp_id)
+        assert registers == sorted(registers) and registers[-1] > registers[0]
+        stamps = [p["meterValue"][0]["timestamp"] for p in csms.payloads("MeterValues", cp_id)]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # never one timestamp twice
+        tx_ids = {p["transactionId"] for p in csms.payloads("MeterValues", cp_id)}
+        (stop,) = csms.payloads("StopTransaction", cp_id)
+        assert tx_ids == {stop["transactionId"]} and stop["meterStop"] >= registers[-1]
+
+
+async def test_interval_mode_samples_every_charger(csms: CsmsDouble) -> None:
+    report = await LightLoad(_config(csms.url, closed_loop=False, meter_interval_s=0.2, duration_s=1.0)).run()
+
+    assert report["mode"] == "interval" and report["errors"] == 0
+    for n in range(1, 5):
+        assert len(csms.messages("MeterValues", f"LOAD-{n:05d}")) >= 2
+    assert report["calls"]["by_action"]["MeterValues"]["count"] == len(csms.messages("MeterValues"))
+
+
+async def test_suspension_holds_the_register_and_remote_stop_ends_the_transaction(csms: CsmsDouble) -> None:
+    fleet = LightLoad(_config(csms.url, chargers=1, duration_s=30))
+    run = asyncio.create_task(fleet.run())
+    await csms.wait_count("MeterValues", 3)
+    profile = {
+        "chargingProfileId": 1,
+        "stackLevel": 0,
+        "chargingProfilePurpose": "TxProfile",
+        "chargingProfileKind": "Absolute",
+        "transactionId": 1001,
+        "chargingSchedule": {
+            "chargingRateUnit": "W",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 0}],
+        },
+    }
+    reply = await csms.call(
+        "LOAD-00001", c16.SetChargingProfile(connector_id=1, cs_charging_profiles=profile)
+    )
+    assert reply.status == "Accepted"
+    await csms.wait_count("MeterValues", len(csms.messages("MeterValues")) + 5)
+    reply = await csms.call("LOAD-00001", c16.ClearChargingProfile())
+    assert reply.status == "Accepted"
+    await csms.wait_count("MeterValues", len(csms.messages("MeterValues")) + 5)
+    reply = await csms.call("LOAD-00001", c16.RemoteStopTransaction(transaction_id=1001))
+    assert reply.status == "Accepted"
+    await csms.wait_count("StopTransaction", 1)
+    fleet.finish()
+    report = await run
+
+    samples = [
+        (
+            int(p["meterValue"][0]["sampledValue"][0]["value"]),
+            int(p["meterValue"][0]["sampledValue"][1]["value"]),
+        )
+        for p in csms.payloads("MeterValues", "LOAD-00001")
+    ]
+    powers = [power for _, power in samples]
+    # charging, then suspended (power 0, the register holds), then charging again
+    first_off = powers.index(0)
+    back_on = powers.index(3_600_000, first_off)
+    suspended = [register for register, _ in samples[first_off:back_on]]
+    assert len(suspended) >= 5 and set(powers[first_off:back_on]) == {0} and len(set(suspended)) == 1
+    assert samples[-1][0] > suspended[-1] and set(powers[back_on:]) == {3_600_000}
+    (stop,) = csms.payloads("StopTransaction")
+    assert stop["reason"] == "Remote" and stop["transactionId"] == 1001
+    assert report["suspensions"] == 1 and report["transactions"]["remote_stops"] == 1
+    assert report["inbound_calls"] == {
+        "SetChargingProfile": 1,
+        "ClearChargingProfile": 1,
+        "RemoteStopTransaction": 1,
+    }
+    assert report["errors"] == 0
+
+
+async def test_reconnects_boot_again_and_continue_the_transaction(csms: CsmsDouble) -> None:
+    fleet = LightLoad(_config(csms.url, duration_s=30, end_transactions=False))
+    run = asyncio.create_task(fleet.run())
+    await csms.wait_count("MeterValues", 20)
+    for cp in list(csms.cps.values()):
+        await cp._connection.close()  # the central system drops everyone
+    await csms.wait_count("BootNotification", 8)
+    after = len(csms.messages("MeterValues"))
+    await csms.wait_count("MeterValues", after + 20)
+    fleet.finish()
+    report = await run
+
+    assert report["connections"]["disconnects"] == 4 and report["connections"]["boots"] == 8
+    assert fleet.booted_since(0.0) == 4
+    assert len(csms.messages("StartTransaction")) == 4  # the same transactions continue
+    for n in range(1, 5):
+        tx_ids = {p["transactionId"] for p in csms.payloads("MeterValues", f"LOAD-{n:05d}")}
+        assert len(tx_ids) == 1
+
+
+def test_cli_closed_loop(csms_thread_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "closed.json"
+    args = ["load", "--csms", csms_thread_url, "--closed-loop", "--chargers", "3", "--ramp", "0.1"]
+    result = CliRunner().invoke(app, [*args, "--duration", "0.5", "--json", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "closed-loop: 3 chargers" in result.output and "MeterValues answered" in result.output
+    report = json.loads(out.read_text())
+    assert report["transactions"]["started"] == 3 and report["meter_values"]["answered"] > 0
+    assert report["errors"] == 0
+
+
+def test_cli_light_client_speaks_16_only() -> None:
+    result = CliRunner().invoke(
+        app, ["load", "--csms", "ws://127.0.0.1:1/ocpp", "--closed-loop", "--protocol", "2.0.1"]
+    )
+    assert result.exit_code != 0 and "1.6 only" in result.output
