@@ -1,11 +1,20 @@
-"""Decode a BOLT11 payment request locally (no node needed): what a payer checks before paying."""
+"""BOLT11 payment requests: decode one locally (what a payer checks before paying), encode one (the simnet).
+
+``encode_payreq`` writes a signed invoice with coincurve's secp256k1 signing and C-speed base32
+(the ``bolt11`` package's bit strings cost about 7 ms per invoice; this costs well under 0.1 ms).
+``decode_payreq`` uses the ``bolt11`` package, an independent implementation, so the tests check
+one against the other.
+"""
 
 from __future__ import annotations
 
+import base64
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import bolt11
+import coincurve
 
 from lightning.errors import InvalidRequest
 
@@ -48,16 +57,144 @@ def decode_payreq(payment_request: str) -> PayReq:
 
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _CHARSET_REV = {c: i for i, c in enumerate(_CHARSET)}
+_CURRENCY = {network: prefix for prefix, network in _NETWORKS.items()}
+_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+# The generator terms for each value of the top 5 bits of the checksum state: one lookup per word.
+_GEN_TABLE = tuple(
+    functools.reduce(lambda acc, i: acc ^ (_GEN[i] if (top >> i) & 1 else 0), range(5), 0)
+    for top in range(32)
+)
+_BASE32_TO_BECH32 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CHARSET)
+
+# BOLT 9 feature bits an invoice of the simnet sets: var_onion_optin (8) and payment_secret (14)
+# required, basic_mpp (17) optional.
+INVOICE_FEATURES = (1 << 8) | (1 << 14) | (1 << 17)
+
+# BOLT 11 tagged field types.
+_TAG_PAYMENT_HASH = 1  # p
+_TAG_PAYMENT_SECRET = 16  # s
+_TAG_DESCRIPTION = 13  # d
+_TAG_DESCRIPTION_HASH = 23  # h
+_TAG_EXPIRY = 6  # x
+_TAG_MIN_FINAL_CLTV = 24  # c
+_TAG_FEATURES = 5  # 9
+
+
+class _Bits:
+    """A big-endian bit string held in one Python int."""
+
+    __slots__ = ("length", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.length = 0
+
+    def add(self, value: int, bits: int) -> None:
+        self.value = (self.value << bits) | value
+        self.length += bits
+
+    def add_field(self, tag: int, value: int, words: int) -> None:
+        if words > 1023:
+            raise ValueError("tagged field too long for BOLT11 (1023 words at most)")
+        self.add(tag, 5)
+        self.add(words, 10)
+        self.add(value, 5 * words)
+
+    def add_bytes_field(self, tag: int, data: bytes) -> None:
+        words = (len(data) * 8 + 4) // 5
+        self.add_field(tag, int.from_bytes(data, "big") << (words * 5 - len(data) * 8), words)
+
+    def add_int_field(self, tag: int, value: int) -> None:
+        """An integer in as few 5-bit words as it needs (BOLT11: minimal ``x`` and ``c``)."""
+        self.add_field(tag, value, max(1, (value.bit_length() + 4) // 5))
+
+    def to_bytes(self) -> bytes:
+        """Padded with zero bits to a whole byte, as BOLT11 signs it."""
+        pad = -self.length % 8
+        return (self.value << pad).to_bytes((self.length + pad) // 8, "big")
+
+    def to_words(self) -> str:
+        """The 5-bit words in bech32 characters (base32 does the splitting at C speed)."""
+        pad = -self.length % 40
+        raw = (self.value << pad).to_bytes((self.length + pad) // 8, "big")
+        return base64.b32encode(raw).decode("ascii").translate(_BASE32_TO_BECH32)[: self.length // 5]
+
+
+@functools.lru_cache(maxsize=256)
+def _hrp_state(hrp: str) -> int:
+    chk = 1
+    for v in [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]:
+        chk = ((chk & 0x1FFFFFF) << 5 ^ v) ^ _GEN_TABLE[chk >> 25]
+    return chk
+
+
+def _bech32_checksum(hrp: str, words: str) -> str:
+    chk = _hrp_state(hrp)
+    rev, table = _CHARSET_REV, _GEN_TABLE
+    for c in words:
+        chk = ((chk & 0x1FFFFFF) << 5 ^ rev[c]) ^ table[chk >> 25]
+    for _ in range(6):
+        chk = ((chk & 0x1FFFFFF) << 5) ^ table[chk >> 25]
+    chk ^= 1
+    return "".join(_CHARSET[(chk >> 5 * (5 - i)) & 31] for i in range(6))
+
+
+def _amount_text(amount_msat: int) -> str:
+    """The shortest BOLT11 amount: a whole number of BTC, m, u, n or p (0.1 msat)."""
+    for divisor, unit in ((100_000_000_000, ""), (100_000_000, "m"), (100_000, "u"), (100, "n")):
+        if amount_msat % divisor == 0:
+            return f"{amount_msat // divisor}{unit}"
+    return f"{amount_msat * 10}p"
+
+
+def encode_payreq(
+    key: coincurve.PrivateKey,
+    *,
+    payment_hash: bytes,
+    payment_secret: bytes,
+    amount_msat: int,
+    timestamp: int,
+    description: str = "",
+    description_hash: bytes = b"",
+    expiry_s: int,
+    min_final_cltv_expiry: int,
+    network: str = "regtest",
+    features: int = INVOICE_FEATURES,
+) -> str:
+    """A BOLT11 payment request signed by ``key`` (the payee node's key; its pubkey is recovered
+    from the signature, so no ``n`` field). A description hash replaces the description."""
+    if len(payment_hash) != 32 or len(payment_secret) != 32:
+        raise ValueError("payment hash and payment secret must be 32 bytes")
+    if description_hash and len(description_hash) != 32:
+        raise ValueError("description hash must be 32 bytes")
+    if amount_msat < 0 or timestamp < 0 or timestamp >= 1 << 35:
+        raise ValueError("amount and timestamp must be non-negative (timestamp below 2**35)")
+    currency = _CURRENCY.get(network)
+    if currency is None:
+        raise ValueError(f"unknown network {network!r}; one of {sorted(_CURRENCY)}")
+    hrp = "ln" + currency + (_amount_text(amount_msat) if amount_msat else "")
+    bits = _Bits()
+    bits.add(timestamp, 35)
+    bits.add_bytes_field(_TAG_PAYMENT_HASH, payment_hash)
+    bits.add_bytes_field(_TAG_PAYMENT_SECRET, payment_secret)
+    if description_hash:
+        bits.add_bytes_field(_TAG_DESCRIPTION_HASH, description_hash)
+    else:
+        bits.add_bytes_field(_TAG_DESCRIPTION, description.encode("utf-8"))
+    bits.add_int_field(_TAG_EXPIRY, expiry_s)
+    bits.add_int_field(_TAG_MIN_FINAL_CLTV, min_final_cltv_expiry)
+    if features:
+        bits.add_int_field(_TAG_FEATURES, features)
+    signature = key.sign_recoverable(hrp.encode("ascii") + bits.to_bytes())  # sha256, r || s || recid
+    bits.add(int.from_bytes(signature, "big"), 65 * 8)
+    words = bits.to_words()
+    return f"{hrp}1{words}{_bech32_checksum(hrp, words)}"
 
 
 def _bech32_polymod(values: list[int]) -> int:
-    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
     chk = 1
     for v in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            chk ^= gen[i] if ((top >> i) & 1) else 0
+        chk = ((chk & 0x1FFFFFF) << 5 ^ v) ^ _GEN_TABLE[chk >> 25]
     return chk
 
 

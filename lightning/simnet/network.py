@@ -1,7 +1,9 @@
 """The simulated Lightning network: nodes, invoices, payments, following LND's semantics.
 
 Pure asyncio, single event loop, no locks: every state change is synchronous (no await in between),
-so subscriptions see a consistent backlog followed by live events, as LND guarantees.
+so subscriptions see a consistent backlog followed by live events, as LND guarantees. Changes are
+persisted by group commit (``Store``); their events are published once committed, and the RPC
+layer answers a write only after ``await network.durable()``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from typing import Any
 
 import bolt11
 import coincurve
-from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
-from bolt11.models.features import Feature, Features, FeatureState
 from grpc import StatusCode
 
 from lightning._protos import ln
+from lightning.payreq import encode_payreq
 from lightning.simnet.store import InvoiceRow, NodeRow, PaymentRow, Store
 
 log = logging.getLogger("lightning.simnet")
@@ -133,14 +134,14 @@ class FeePolicy:
 class Node:
     row: NodeRow
     key: coincurve.PrivateKey = field(repr=False)
+    pubkey: str = ""
+
+    def __post_init__(self) -> None:
+        self.pubkey = self.key.public_key.format(compressed=True).hex()
 
     @property
     def name(self) -> str:
         return self.row.name
-
-    @property
-    def pubkey(self) -> str:
-        return self.key.public_key.format(compressed=True).hex()
 
 
 class _Broadcast:
@@ -240,6 +241,7 @@ class Network:
                 pay.status, pay.failure_reason = P_FAILED, REASON_ERROR
                 pay.resolve_time_ns = time.time_ns()
                 self.store.save_payment(pay)
+        self.store.flush()
 
     def _add_node(self, row: NodeRow) -> None:
         node = Node(row=row, key=coincurve.PrivateKey(row.privkey))
@@ -257,6 +259,15 @@ class Network:
 
     def node(self, name: str) -> Node:
         return self.nodes[name]
+
+    async def durable(self) -> None:
+        """Wait until every change made so far is committed (answer a write only after this)."""
+        if self.store.pending:
+            await self.store.committed()
+
+    def _emit(self, broadcast: _Broadcast, key: Any, item: Any) -> None:
+        """Publish ``item`` once the change it reports is committed (events in commit order)."""
+        self.store.after_commit(lambda: broadcast.publish(key, item))
 
     # ---- background ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -441,16 +452,15 @@ class Network:
             amt_paid_msat=0,
             is_hold=is_hold,
         )
-        with self.store.transaction():
-            self.store.save_node(node.row)
-            self.store.save_invoice(inv)
+        self.store.save_node(node.row)
+        self.store.save_invoice(inv)
         self.invoices[node_name][r_hash] = inv
         self.invoices_by_add[node_name].append(inv)
         heapq.heappush(self._expiries, (now + expiry, node_name, r_hash))
         self._by_payreq[payment_request] = (node_name, r_hash)
         proto = self.invoice_proto(inv)
-        self.invoice_events.publish(node_name, ("add", proto))
-        self.single_events.publish((node_name, r_hash), proto)
+        self._emit(self.invoice_events, node_name, ("add", proto))
+        self._emit(self.single_events, (node_name, r_hash), proto)
         return inv
 
     def _encode_bolt11(
@@ -465,32 +475,17 @@ class Network:
         cltv_expiry: int,
         description_hash: bytes,
     ) -> str:
-        tags = Tags()
-        tags.add(TagChar.payment_hash, r_hash.hex())
-        tags.add(TagChar.payment_secret, payment_addr.hex())
-        if description_hash:
-            tags.add(TagChar.description_hash, description_hash.hex())
-        else:
-            tags.add(TagChar.description, memo)
-        tags.add(TagChar.expire_time, expiry)
-        tags.add(TagChar.min_final_cltv_expiry, cltv_expiry)
-        tags.add(
-            TagChar.features,
-            Features.from_feature_list(
-                {
-                    Feature.var_onion_optin: FeatureState.required,
-                    Feature.payment_secret: FeatureState.required,
-                    Feature.basic_mpp: FeatureState.supported,
-                }
-            ),
+        return encode_payreq(
+            node.key,
+            payment_hash=r_hash,
+            payment_secret=payment_addr,
+            amount_msat=amount_msat,
+            timestamp=date,
+            description=memo,
+            description_hash=description_hash,
+            expiry_s=expiry,
+            min_final_cltv_expiry=cltv_expiry,
         )
-        invoice = Bolt11(
-            currency="bcrt",
-            date=date,
-            tags=tags,
-            amount_msat=MilliSatoshi(amount_msat) if amount_msat else None,
-        )
-        return str(bolt11.encode(invoice, node.row.privkey.hex()))
 
     def lookup(self, node_name: str, r_hash: bytes) -> InvoiceRow:
         if len(r_hash) != 32:
@@ -537,8 +532,8 @@ class Network:
     def _publish_change(self, inv: InvoiceRow) -> None:
         proto = self.invoice_proto(inv)
         if inv.state == SETTLED:
-            self.invoice_events.publish(inv.node, ("settle", proto))
-        self.single_events.publish((inv.node, inv.r_hash), proto)
+            self._emit(self.invoice_events, inv.node, ("settle", proto))
+        self._emit(self.single_events, (inv.node, inv.r_hash), proto)
 
     def settle_hold(self, node_name: str, preimage: bytes) -> None:
         if len(preimage) != 32:
@@ -587,11 +582,10 @@ class Network:
                 pay.resolve_time_ns = time.time_ns()
             else:
                 pay = None
-        with self.store.transaction():
-            self.store.save_node(node.row)
-            self.store.save_invoice(inv)
-            if pay is not None:
-                self.store.save_payment(pay)
+        self.store.save_node(node.row)
+        self.store.save_invoice(inv)
+        if pay is not None:
+            self.store.save_payment(pay)
         self._publish_change(inv)
         if pay is not None:
             self._publish_payment(pay)
@@ -613,18 +607,17 @@ class Network:
             else:
                 pay = None
         inv.state = CANCELED
-        with self.store.transaction():
-            self.store.save_invoice(inv)
-            if pay is not None and payer is not None:
-                self.store.save_node(payer.row)
-                self.store.save_payment(pay)
+        self.store.save_invoice(inv)
+        if pay is not None and payer is not None:
+            self.store.save_node(payer.row)
+            self.store.save_payment(pay)
         self._publish_change(inv)
         if pay is not None:
             self._publish_payment(pay)
 
     # ---- payments ------------------------------------------------------------------------------
     def _publish_payment(self, pay: PaymentRow) -> None:
-        self.payment_events.publish((pay.node, pay.payment_hash), dataclasses.replace(pay))
+        self._emit(self.payment_events, (pay.node, pay.payment_hash), dataclasses.replace(pay))
 
     def decode(self, payment_request: str) -> Any:
         try:
@@ -694,9 +687,8 @@ class Network:
             creation_time_ns=time.time_ns(),
             payment_index=payer.row.payment_index,
         )
-        with self.store.transaction():
-            self.store.save_node(payer.row)
-            self.store.save_payment(pay)
+        self.store.save_node(payer.row)
+        self.store.save_payment(pay)
         self.payments[payer_name][r_hash] = pay
         self._spawn(self._run_payment(pay, payee, fee_limit_msat, timeout_s))
         return pay
@@ -709,6 +701,7 @@ class Network:
         self._publish_payment(pay)
 
     async def _run_payment(self, pay: PaymentRow, payee: str, fee_limit_msat: int, timeout_s: float) -> None:
+        await self.durable()  # the payment is on record before its HTLC goes out (LND's control tower)
         latency = self.faults.payment_latency_s
         if latency > 0:
             if latency >= timeout_s:
@@ -757,18 +750,16 @@ class Network:
         inv.htlc_state = HTLC_ACCEPTED
         if inv.is_hold:
             inv.state = ACCEPTED
-            with self.store.transaction():
-                self.store.save_node(payer.row)
-                self.store.save_payment(pay)
-                self.store.save_invoice(inv)
+            self.store.save_node(payer.row)
+            self.store.save_payment(pay)
+            self.store.save_invoice(inv)
             self._publish_change(inv)
             self._publish_payment(pay)
             return
         assert inv.preimage is not None
-        with self.store.transaction():
-            self.store.save_node(payer.row)
-            self.store.save_payment(pay)
-            self._settle(inv, inv.preimage, pay.value_msat)
+        self.store.save_node(payer.row)
+        self.store.save_payment(pay)
+        self._settle(inv, inv.preimage, pay.value_msat)
 
     def payment(self, node_name: str, payment_hash: bytes) -> PaymentRow:
         pay = self.payments[node_name].get(payment_hash)

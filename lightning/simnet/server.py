@@ -170,6 +170,7 @@ class LightningService(ln_grpc.LightningServicer):  # type: ignore[misc]
             )
         except RpcError as exc:
             await _abort(context, exc)
+        await self.net.durable()  # answered once committed, as LND does
         await self.gate.maybe_lose_response(context)
         return ln.AddInvoiceResponse(
             r_hash=row.r_hash,
@@ -318,6 +319,7 @@ class InvoicesService(inv_grpc.InvoicesServicer):  # type: ignore[misc]
             )
         except RpcError as exc:
             await _abort(context, exc)
+        await self.net.durable()  # answered once committed, as LND does
         await self.gate.maybe_lose_response(context)
         return inv.AddHoldInvoiceResp(
             payment_request=row.payment_request, add_index=row.add_index, payment_addr=row.payment_addr
@@ -329,6 +331,7 @@ class InvoicesService(inv_grpc.InvoicesServicer):  # type: ignore[misc]
             self.net.settle_hold(node.name, request.preimage)
         except RpcError as exc:
             await _abort(context, exc)
+        await self.net.durable()  # answered once committed, as LND does
         await self.gate.maybe_lose_response(context)
         return inv.SettleInvoiceResp()
 
@@ -338,6 +341,7 @@ class InvoicesService(inv_grpc.InvoicesServicer):  # type: ignore[misc]
             self.net.cancel_invoice(node.name, request.payment_hash)
         except RpcError as exc:
             await _abort(context, exc)
+        await self.net.durable()  # answered once committed, as LND does
         await self.gate.maybe_lose_response(context)
         return inv.CancelInvoiceResp()
 
@@ -385,12 +389,18 @@ class RouterService(router_grpc.RouterServicer):  # type: ignore[misc]
         self.net = gate.network
 
     async def _stream(
-        self, context: grpc.aio.ServicerContext, node: Node, pay: Any, no_inflight: bool
+        self, context: grpc.aio.ServicerContext, node: Node, pay: Any, no_inflight: bool, new: bool = False
     ) -> AsyncIterator[Any]:
         key = (node.name, pay.payment_hash)
         queue = self.net.payment_events.subscribe(key)
         try:
             current = dataclasses.replace(pay)  # a snapshot: the network mutates its own row
+            if new:
+                # A new payment: its first update (IN_FLIGHT) once it is on record; what happens
+                # to it meanwhile comes as events (published after their commit, so none is missed).
+                await self.net.durable()
+                # The payment goes on; the payer loses the stream.
+                await self.gate.maybe_lose_response(context)
             if not (no_inflight and current.status == P_IN_FLIGHT):
                 yield self.net.payment_proto(current)
             while current.status == P_IN_FLIGHT:
@@ -422,8 +432,7 @@ class RouterService(router_grpc.RouterServicer):  # type: ignore[misc]
             )
         except RpcError as exc:
             await _abort(context, exc)
-        await self.gate.maybe_lose_response(context)  # the payment goes on; the payer loses the stream
-        async for msg in self._stream(context, node, pay, request.no_inflight_updates):
+        async for msg in self._stream(context, node, pay, request.no_inflight_updates, new=True):
             yield msg
 
     async def TrackPaymentV2(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:

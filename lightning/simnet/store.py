@@ -1,17 +1,26 @@
 """SQLite persistence of the simnet (stdlib sqlite3): nodes, invoices, payments, block height.
 
-Everything is loaded into memory at start and written through on every change, in one transaction
-per logical operation, so a restart keeps invoices, indexes and balances exactly, like LND's database.
+Everything is loaded into memory at start. Changes are written by group commit: ``save_*`` marks a
+row dirty (its state in memory is what gets written), and one transaction soon after writes every
+dirty row with ``executemany``. Since the network changes its state synchronously, each commit
+holds whole logical operations, and the commits come in order: a crash loses at most the last
+batch, which nobody was told about, because the simnet answers a write and publishes its events
+only after ``await store.committed()`` / ``store.after_commit(...)``. A restart keeps invoices,
+indexes and balances exactly, like LND's database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("lightning.simnet")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,55 +104,131 @@ class PaymentRow:
     resolve_time_ns: int = 0
 
 
+@functools.cache
+def _upsert_sql(table: str, cols: tuple[str, ...]) -> str:
+    return f"INSERT OR REPLACE INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})"
+
+
+@functools.cache
 def _cols(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    """The simnet's database, written by group commit.
+
+    ``commit_interval_s`` = 0 commits at the end of the current event-loop iteration (everything
+    that became dirty while the loop ran its ready callbacks shares one transaction); more waits
+    that long to gather bigger batches. Without a running loop, ``flush()`` commits at once.
+    """
+
+    def __init__(self, path: Path, commit_interval_s: float = 0.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
-        self._depth = 0
+        self.commit_interval_s = commit_interval_s
+        self._dirty: dict[tuple[str, Any], Any] = {}
+        self._meta: dict[str, str] = {}
+        self._callbacks: list[Callable[[], None]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        self.commits = 0  # transactions written (group commit: far fewer than the changes)
+        self.rows_written = 0
 
     def close(self) -> None:
+        self.flush()
         self._conn.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic write; nested uses join the outer transaction."""
-        if self._depth == 0:
-            self._conn.execute("BEGIN")
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            self._depth -= 1
-            if self._depth == 0:
-                self._conn.execute("ROLLBACK")
-            raise
-        self._depth -= 1
-        if self._depth == 0:
-            self._conn.execute("COMMIT")
-
-    def _upsert(self, table: str, row: Any) -> None:
-        cols = _cols(type(row))
-        values = [getattr(row, c) for c in cols]
-        sql = f"INSERT OR REPLACE INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})"
-        with self.transaction():
-            self._conn.execute(sql, values)
-
+    # ---- writes (marked dirty, committed in groups) ------------------------------------------------
     def save_node(self, row: NodeRow) -> None:
-        self._upsert("nodes", row)
+        self._mark(("nodes", row.name), row)
 
     def save_invoice(self, row: InvoiceRow) -> None:
-        self._upsert("invoices", row)
+        self._mark(("invoices", row.node, row.r_hash), row)
 
     def save_payment(self, row: PaymentRow) -> None:
-        self._upsert("payments", row)
+        self._mark(("payments", row.node, row.payment_hash), row)
 
+    def set_meta(self, key: str, value: str) -> None:
+        self._meta[key] = value
+        self._schedule()
+
+    def _mark(self, key: tuple[Any, ...], row: Any) -> None:
+        self._dirty[key] = row
+        self._schedule()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._dirty or self._meta or self._callbacks or self._waiters)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once everything marked so far is committed (in the order registered)."""
+        self._callbacks.append(callback)
+        self._schedule()
+
+    def committed(self) -> asyncio.Future[None]:
+        """A future that is done once everything marked so far is committed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._schedule()
+        return fut
+
+    def _schedule(self) -> None:
+        if self._scheduled is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (start-up, tools): the caller flushes
+        if self.commit_interval_s > 0:
+            self._scheduled = loop.call_later(self.commit_interval_s, self.flush)
+        else:
+            self._scheduled = loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Commit every dirty row in one transaction, then wake the waiters and run the callbacks."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        dirty, self._dirty = self._dirty, {}
+        meta, self._meta = self._meta, {}
+        callbacks, self._callbacks = self._callbacks, []
+        waiters, self._waiters = self._waiters, []
+        if dirty or meta:
+            by_table: dict[str, list[Any]] = {}
+            for key, row in dirty.items():
+                by_table.setdefault(key[0], []).append(row)
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                for table, rows in by_table.items():
+                    cols = _cols(type(rows[0]))
+                    values = [tuple(getattr(r, c) for c in cols) for r in rows]
+                    conn.executemany(_upsert_sql(table, tuple(cols)), values)
+                if meta:
+                    conn.executemany(_upsert_sql("meta", ("key", "value")), list(meta.items()))
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                conn.execute("ROLLBACK")
+                log.error("simnet store: commit failed: %s", exc)
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                raise
+            self.commits += 1
+            self.rows_written += len(dirty) + len(meta)
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("simnet store: after-commit callback failed")
+
+    # ---- reads (start-up) --------------------------------------------------------------------------
     def load_nodes(self) -> list[NodeRow]:
         cols = _cols(NodeRow)
         return [NodeRow(*r) for r in self._conn.execute(f"SELECT {','.join(cols)} FROM nodes")]
@@ -164,9 +249,7 @@ class Store:
         return [PaymentRow(*r) for r in rows]
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
+        if key in self._meta:
+            return self._meta[key]
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.transaction():
-            self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
