@@ -23,7 +23,8 @@ With TLS the TLS handshake happens before uvicorn sees the connection; asyncio t
 it is not counted here.
 
 The websocket protocol also fills in the ASGI TLS extension (``scope["extensions"]["tls"]``), which
-uvicorn leaves out, so that the OCPP endpoint can read the charger's client certificate.
+uvicorn leaves out, so that the OCPP endpoint can read the charger's client certificate; and it marks a
+refused handshake as complete, so that uvicorn does not log an ERROR for every refused charger.
 """
 
 from __future__ import annotations
@@ -182,6 +183,10 @@ def guarded_protocols(guard: HandshakeGuard) -> tuple[type[asyncio.Protocol], ty
                 await super().send(message)
             finally:
                 guard.done(self.transport)  # accepted, refused or closed: no longer pending
+            if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+                # the refusal (401, 404...) was sent: uvicorn would otherwise log an ERROR ("returned
+                # without completing handshake") for every refused charger
+                self.handshake_complete = True
 
         def connection_lost(self, exc: Exception | None) -> None:
             guard.done(self.transport)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -178,7 +179,7 @@ def test_passwords_are_required_by_default() -> None:
 
 
 async def test_a_charger_without_password_is_refused_while_required(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with satwatt(database_url, tmp_path) as server, server.api() as api:
         await register(api, "CP-nopass")
@@ -193,6 +194,9 @@ async def test_a_charger_without_password_is_refused_while_required(
         assert patched.status_code == 200
         async with connect_charger(server.ocpp_url, "CP-nopass", "2.0.1", "now-it-has-one-1") as cp:
             assert (await cp.call(call201.Heartbeat())).current_time
+    # a refusal is a WARNING line, never an ERROR (uvicorn logs one unless told the handshake is over)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("refused, it has no password" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_charger_without_password_connects_when_not_required(
