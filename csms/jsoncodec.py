@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def loads(text: str) -> Any:
-    return json.loads(text, parse_float=Decimal)
+    """Parse JSON text; anything that is not JSON (NaN, Infinity, a number Decimal cannot hold such as
+    1e99999999999999999999) raises ValueError."""
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+    except InvalidOperation:
+        raise ValueError("a number beyond the range of decimals") from None
 
 
 def _default(value: Any) -> Any:

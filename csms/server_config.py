@@ -9,6 +9,7 @@ import uvicorn
 
 from csms.connection_guard import HandshakeGuard, guarded_protocols
 from csms.settings import Settings
+from csms.ws_logging import install_websocket_log_filters
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -17,6 +18,7 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
     Connections that do not finish their handshake in time are closed, and bounded per client address,
     by :mod:`csms.connection_guard` (its guard is kept as ``app.state.handshake_guard``).
     """
+    install_websocket_log_filters()  # an invalid UTF-8 frame: one WARNING line, not an ERROR traceback
     guard = HandshakeGuard(settings.handshake_timeout_s, settings.max_pending_connections_per_address)
     http_protocol, ws_protocol = guarded_protocols(guard)
     state = getattr(app, "state", None)

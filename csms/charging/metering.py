@@ -12,6 +12,7 @@ energy), power is floored to whole W.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,13 +54,33 @@ class Reading:
     context: str
 
 
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def to_decimal(value: object) -> Decimal | None:
-    """A sampled value as an exact decimal, or None when it is not a finite number."""
+    """A sampled value as an exact decimal, or None when it is not a finite number.
+
+    Text must be a decimal number in ASCII (``12``, ``-0.5``, ``1.2e3``, surrounding blanks ignored):
+    ``NaN``, ``Infinity``, ``1_000`` or non-ASCII digits, which Python's Decimal would take, are not
+    numbers here. The range of a value is validation's to decide (csms.ocpp.schemas).
+    """
     if isinstance(value, bool) or value is None:
         return None
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
+    if isinstance(value, str):
+        text = value.strip(" \t\r\n")
+        if _DECIMAL_TEXT.fullmatch(text) is None:
+            return None
+        try:
+            number = Decimal(text)
+        except InvalidOperation:  # an exponent beyond what Decimal can represent
+            return None
+    elif isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(str(value))  # the shortest repr, as before: 0.1 is 0.1
+    else:
         return None
     return number if number.is_finite() else None
 

@@ -161,6 +161,10 @@ class RpcEndpoint:
             log.warning("%s: %s rejected: %s %s", self.charger_id, action, exc.code, exc.description)
             await self._send([CALLERROR, message_id, exc.code, exc.description, exc.details])
             return
+        except Exception:  # a bug of validation's: answer it, keep the connection
+            log.exception("%s: validating %s failed", self.charger_id, action)
+            await self._send_error(message_id, "internal", f"satwatt failed to validate {action}")
+            return
         try:
             result = await self.handler(action, payload)
         except PayloadError as exc:
