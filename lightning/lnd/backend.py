@@ -38,6 +38,7 @@ from lightning.errors import (
     LightningError,
     PaymentFailed,
 )
+from lightning.keepalive import CLIENT_KEEPALIVE_S, LND_KEEPALIVE, KeepalivePolicy
 from lightning.lnd.config import LndConfig
 from lightning.lnd.convert import invoice_from_proto, map_rpc_error, payment_from_proto
 from lightning.payreq import payment_hash_of
@@ -80,13 +81,17 @@ class LndBackend:
         *,
         retry: RetryPolicy | None = None,
         call_timeout_s: float = 30.0,
-        keepalive_s: float = 30.0,
+        keepalive_s: float = CLIENT_KEEPALIVE_S,
+        keepalive_policy: KeepalivePolicy = LND_KEEPALIVE,
         name: str | None = None,
     ) -> None:
+        """``keepalive_s``: ping interval while a call is open; no less than the node's
+        ``keepalive_policy`` permits (LND's: 5 s, only with a call open), else ``ValueError``."""
         self.config = config
         self.retry = retry or RetryPolicy()
         self.call_timeout_s = call_timeout_s
         self.keepalive_s = keepalive_s
+        self._keepalive_options = keepalive_policy.client_options(keepalive_s)
         self.name = name or config.grpc_address
         self._channel: grpc.aio.Channel | None = None
         self._hold_hashes: set[bytes] = set()
@@ -108,10 +113,7 @@ class LndBackend:
             auth = grpc.metadata_call_credentials(_MacaroonAuth(self.config.macaroon.hex()), name="macaroon")
             creds = grpc.composite_channel_credentials(ssl, auth)
             options: list[tuple[str, Any]] = [
-                ("grpc.keepalive_time_ms", int(self.keepalive_s * 1000)),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.max_pings_without_data", 0),
+                *self._keepalive_options,
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.min_reconnect_backoff_ms", 100),

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import grpc
 
+from lightning.keepalive import LND_KEEPALIVE, KeepalivePolicy
 from lightning.simnet import macaroons
 from lightning.simnet.network import DEFAULT_NODES, Faults, FeePolicy, Network, NodeSpec
 from lightning.simnet.server import ERR_STARTING_UP, ERR_UNAVAILABLE, add_services
@@ -48,8 +49,10 @@ class Simnet:
         fees: FeePolicy | None = None,
         faults: Faults | None = None,
         seed: int | None = None,
+        keepalive: KeepalivePolicy = LND_KEEPALIVE,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.keepalive = keepalive
         self.host = host
         self._requested_port = port
         self.port = port
@@ -129,13 +132,7 @@ class Simnet:
     async def _start_server(self) -> None:
         cert_pem = self.tls_cert_path.read_bytes()
         key_pem = self.tls_key_path.read_bytes()
-        server = grpc.aio.server(
-            options=[
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        server = grpc.aio.server(options=[*self.keepalive.server_options(), ("grpc.so_reuseport", 0)])
         add_services(server, self._net())
         creds = grpc.ssl_server_credentials([(key_pem, cert_pem)])
         try:
