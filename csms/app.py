@@ -18,6 +18,7 @@ from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
 from csms.db.engine import create_engine, create_session_factory
 from csms.db.migrate import current_revision, head_revision, upgrade_to_head_async
+from csms.db.writer import GroupCommitWriter
 from csms.lightning_node import LightningNode, open_lightning, settlement_secret
 from csms.ocpp.registry import ConnectionRegistry
 from csms.ocpp.server import OcppContext, ocpp_endpoint
@@ -58,11 +59,19 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
         api_key, _ = load_or_create_api_key(settings.data_dir, configured)
     engine = create_engine(settings.resolved_database_url)
     sessionmaker = create_session_factory(engine)
-    service = ChargingService(sessionmaker, accept_unknown_id_tags=settings.accept_unknown_id_tags)
+    writer_engine = create_engine(settings.resolved_database_url, writer=True)
+    writer = GroupCommitWriter(writer_engine)
+    service = ChargingService(
+        sessionmaker,
+        writer,
+        accept_unknown_id_tags=settings.accept_unknown_id_tags,
+        remote_start_timeout_s=settings.remote_start_timeout_s,
+    )
     registry = ConnectionRegistry()
     context = OcppContext(settings, service, registry, PasswordVerifier())
 
     events = SessionEventLog(sessionmaker)
+    service.events = events
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,11 +79,14 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             await prepare_database(settings)
         except StartupError:
             await engine.dispose()
+            await writer_engine.dispose()
             raise
         await service.reset_connections()
+        await writer.start()
         node: LightningNode = await open_lightning(settings)
         settlement = SettlementEngine(
             sessionmaker,
+            writer,
             service,
             registry,
             node.backend,
@@ -103,8 +115,10 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             await service.flush_last_seen(registry.last_seen())
             await settlement.stop()
             await registry.close_all()
+            await writer.close()
             await node.close()
             await engine.dispose()
+            await writer_engine.dispose()
 
     app = FastAPI(
         title="satwatt",
@@ -115,6 +129,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.api_key = api_key
     app.state.engine = engine
+    app.state.writer = writer
     app.state.service = service
     app.state.registry = registry
     app.state.events = events

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     lnd_connect: SecretStr | None = Field(
         default=None, description="An lndconnect:// URI (instead of the three)."
     )
+    remote_start_timeout_s: int = Field(
+        default=120,
+        ge=5,
+        le=3600,
+        description="How long a remote start may wait for its transaction (a car plugging in) before the "
+        "session is given up, as chargers do after their ConnectionTimeOut.",
+    )
     settlement_tick_ms: int = Field(
         default=1000, ge=20, le=60000, description="How often settlement checks every open session."
     )

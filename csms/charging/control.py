@@ -42,7 +42,9 @@ async def remote_start(
     except cmd.CommandFailed as exc:
         await service.abandon_pending_session(session.id, f"remote start failed: {exc.reason}")
         raise
-    if not result.accepted:
+    if result.accepted:
+        service.start_accepted(session.number)
+    else:
         await service.abandon_pending_session(session.id, f"remote start {result.status}")
     return session, result
 

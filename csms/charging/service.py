@@ -1,24 +1,28 @@
-"""The charging service: applies what chargers report to the persisted charge points and sessions.
+"""The charging service: applies what chargers report to the live charge points and sessions.
 
 It is the application layer between the protocol adapters (which turn OCPP 1.6 / 2.0.1 messages into
-the version-free facts of :mod:`csms.charging.events`) and the database. Every fact is written in one
-database transaction before the adapter answers the charger, so an acknowledged message is never lost;
-retries of the same message are recognised and change nothing (see each method).
+the version-free facts of :mod:`csms.charging.events`) and the database. The state of each connected
+charger lives in memory (:mod:`csms.charging.live`), loaded when it connects; each fact changes that
+state and is handed to the group-commit writer (:mod:`csms.db.writer`) together with what settlement
+decided about it, and the method returns, so the adapter answers, only once it has committed. An
+acknowledged message is never lost; retries of the same message are recognised and change nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
-from typing import Any, Literal
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from csms import jsoncodec
 from csms.charging.events import (
     Authorization,
     BootInfo,
@@ -28,7 +32,8 @@ from csms.charging.events import (
     TransactionMessage,
     TransactionOutcome,
 )
-from csms.charging.metering import EnergyAccount, Reading, normalise
+from csms.charging.live import LiveCharger, LiveConnector, LiveSession, SeqSet
+from csms.charging.metering import normalise
 from csms.charging.session_events import SessionEventLog
 from csms.db.models import (
     Charger,
@@ -39,12 +44,35 @@ from csms.db.models import (
     MeterSample,
     TransactionEvent,
 )
+from csms.db.sequences import SessionNumbers
+from csms.db.writer import GroupCommitWriter, Unit
 
 log = logging.getLogger("csms.charging")
 
 PENDING, CHARGING, ENDED = "pending", "charging", "ended"
+SUPERSEDED = "SupersededByNewTransaction"
 
-Listener = Callable[[SessionUpdate], Awaitable[None]]
+_sessions = ChargingSession.__table__
+_chargers = Charger.__table__
+_samples = MeterSample.__table__
+_tx_events = TransactionEvent.__table__
+_messages = ChargerMessage.__table__
+
+INSERT_SESSION = insert(_sessions)
+INSERT_MESSAGE = insert(_messages)
+UPDATE_LAST_SEEN = (
+    update(_chargers).where(_chargers.c.id == bindparam("b_id")).values(last_message_at=bindparam("at"))
+)
+
+
+class SessionListener(Protocol):
+    """What the settlement engine hears of sessions."""
+
+    def session_changed(self, update: SessionUpdate, unit: Unit) -> None:
+        """Stage what the change means for money in ``unit``, committed with the change itself."""
+
+    async def session_started(self, update: SessionUpdate) -> None:
+        """A transaction started (its session is committed): decide whether and how it is sold."""
 
 
 def new_session_id() -> str:
@@ -56,66 +84,107 @@ def new_id_tag() -> str:
     return "SW" + secrets.token_hex(9).upper()
 
 
-def account_of(session: ChargingSession) -> EnergyAccount:
-    start = session.meter_start_wh
-    return EnergyAccount(
-        meter_start_wh=start,
-        meter_start_at=session.meter_start_at,
-        explicit_start=session.protocol == "1.6" and start is not None,
-        max_register_wh=None if start is None else start + session.energy_wh,
-        closed=session.ended_at is not None,
+def sample_digest(
+    connector_id: int, transaction_id: str | None, source: str, value: MeterValue
+) -> str:
+    """What makes a meter value the same message sent again: the same reading of the same transaction,
+    not just the same timestamp (a charger with a stuck clock stamps different readings alike)."""
+    content = jsoncodec.dumps(
+        [connector_id, transaction_id, source, value.timestamp.isoformat(), value.raw.get("sampledValue")]
     )
-
-
-def _store_account(session: ChargingSession, account: EnergyAccount) -> None:
-    session.meter_start_wh = account.meter_start_wh
-    session.meter_start_at = account.meter_start_at
-    session.energy_wh = account.energy_wh
-
-
-def _log_updates(db: AsyncSession, updates: list[SessionUpdate]) -> None:
-    """Each session change goes into the session's event log in the same transaction as the change."""
-    for item in updates:
-        SessionEventLog.append(
-            db,
-            item.session_number,
-            item.kind,
-            {
-                "energy_wh": item.energy_wh,
-                "power_w": item.power_w,
-                "at": (item.sample_at or item.at).isoformat(),
-            },
-        )
+    return hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
 
 
 class ChargingService:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
+        writer: GroupCommitWriter,
         *,
         accept_unknown_id_tags: bool = False,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        remote_start_timeout_s: int = 120,
+        clock: Any = None,
     ) -> None:
         self.db = sessionmaker
+        self.writer = writer
         self.accept_unknown_id_tags = accept_unknown_id_tags
-        self.clock = clock
-        self._listeners: list[Listener] = []
+        self.remote_start_timeout = timedelta(seconds=remote_start_timeout_s)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.numbers = SessionNumbers(writer.engine)
+        self.events: SessionEventLog | None = None
+        self.listener: SessionListener | None = None
+        self._live: dict[str, LiveCharger] = {}
+        self._start_deadlines: dict[int, datetime] = {}
+        dialect = writer.engine.dialect.name
+        self._insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+        self._insert_sample = self._insert(_samples).on_conflict_do_nothing()
+        self._insert_tx_event = self._insert(_tx_events).on_conflict_do_nothing()
+        connectors = Connector.__table__
+        upsert = self._insert(connectors)
+        self._upsert_connector = upsert.on_conflict_do_update(
+            index_elements=[connectors.c.charger_id, connectors.c.connector_id],
+            set_={
+                c: upsert.excluded[c]
+                for c in ("status", "plug_id", "error_code", "info", "status_at", "updated_at")
+            },
+        )
+        self._update_session = update(_sessions).where(_sessions.c.number == bindparam("b_number"))
         # The settlement engine's running cost of a session (msat), None for sessions not sold.
-        self.cost_of: Callable[[int], Awaitable[int | None]] | None = None
+        self.cost_of: Any = None
 
-    def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+    def subscribe(self, listener: SessionListener) -> None:
+        self.listener = listener
 
-    async def _publish(self, updates: Iterable[SessionUpdate]) -> None:
-        for update_ in updates:
-            for listener in self._listeners:
-                try:
-                    await listener(update_)
-                except Exception:
-                    log.exception("session listener failed for %s", update_.session_id)
+    # ------------------------------------------------------------- writing
+    def _stage_session(self, unit: Unit, session: LiveSession, *, new: bool = False) -> None:
+        now = self.clock()
+        row = session.row(now)
+        if new:
+            values = {k: v for k, v in row.items() if k != "b_number"}
+            values.update(number=session.number, id=session.id, charger_id=session.charger_id)
+            values["created_at"] = session.created_at or now
+            unit.add(INSERT_SESSION, values)
+        else:
+            unit.add(self._update_session, row, key=session.number)
+
+    def _stage_update_events(self, unit: Unit, updates: list[SessionUpdate]) -> None:
+        """Each session change goes into the session's event log in the same transaction as the change."""
+        for item in updates:
+            SessionEventLog.stage(
+                unit,
+                item.session_number,
+                item.kind,
+                {
+                    "energy_wh": item.energy_wh,
+                    "power_w": item.power_w,
+                    "at": (item.sample_at or item.at).isoformat(),
+                },
+                item.at,
+            )
+
+    async def _commit(self, unit: Unit, updates: list[SessionUpdate]) -> None:
+        """Commit ``unit`` with what settlement makes of ``updates``; a started transaction is committed
+        before settlement decides whether it is sold (which reads the payer of its id tag)."""
+        self._stage_update_events(unit, updates)
+        for item in updates:
+            if item.kind == "started":
+                await self.writer.commit(unit)
+                self._notify(updates)
+                unit = Unit()
+                if self.listener is not None:
+                    await self.listener.session_started(item)
+            elif self.listener is not None:
+                self.listener.session_changed(item, unit)
+        await self.writer.commit(unit)
+        self._notify(updates)
+
+    def _notify(self, updates: list[SessionUpdate]) -> None:
+        if self.events is not None:
+            for item in updates:
+                self.events.notify(item.session_number)
 
     def _update(
-        self, session: ChargingSession, kind: Literal["started", "meter", "ended"], sample_at: datetime | None
+        self, session: LiveSession, kind: Literal["started", "meter", "ended"], sample_at: datetime | None
     ) -> SessionUpdate:
         return SessionUpdate(
             session_id=session.id,
@@ -135,195 +204,358 @@ class ChargingService:
         async with self.db.begin() as db:
             await db.execute(update(Charger).where(Charger.connected.is_(True)).values(connected=False))
 
+    async def _load(self, charger_id: str) -> LiveCharger:
+        """A charger's open sessions, its last few ended ones and its connectors, from the database."""
+        live = LiveCharger(charger_id)
+        recent_ended = (
+            select(ChargingSession.number)
+            .where(ChargingSession.charger_id == charger_id, ChargingSession.ended_at.is_not(None))
+            .order_by(ChargingSession.number.desc())
+            .limit(live.ended.maxlen or 0)
+        )
+        async with self.db() as db:
+            rows = list(
+                await db.scalars(
+                    select(ChargingSession)
+                    .where(
+                        ChargingSession.charger_id == charger_id,
+                        or_(ChargingSession.ended_at.is_(None), ChargingSession.number.in_(recent_ended)),
+                    )
+                    .order_by(ChargingSession.number)
+                )
+            )
+            open_numbers = [r.number for r in rows if r.ended_at is None]
+            seen: dict[int, list[int]] = {}
+            kinds: dict[int, set[str]] = {}
+            if open_numbers:
+                for number, seq_no, kind in await db.execute(
+                    select(
+                        TransactionEvent.session_number, TransactionEvent.seq_no, TransactionEvent.event_type
+                    ).where(TransactionEvent.session_number.in_(open_numbers))
+                ):
+                    if seq_no is not None:
+                        seen.setdefault(number, []).append(seq_no)
+                    kinds.setdefault(number, set()).add(kind)
+            for connector_id, status, status_at in await db.execute(
+                select(Connector.connector_id, Connector.status, Connector.status_at).where(
+                    Connector.charger_id == charger_id
+                )
+            ):
+                live.connectors[connector_id] = LiveConnector(status, status_at)
+        for row in rows:
+            session = LiveSession.from_row(row)
+            session.seq_seen = SeqSet(seen.get(row.number))
+            session.kinds_seen = kinds.get(row.number, set())
+            if session.ended_at is not None:
+                session.kinds_seen.add("ended")
+                live.add(session)
+                live.retire(session)
+                continue
+            live.add(session)
+            if session.ocpp_transaction_id is None and session.state == PENDING and session.created_at:
+                deadline = session.created_at + self.remote_start_timeout
+                self._start_deadlines.setdefault(session.number, deadline)
+        return live
+
+    async def _charger(self, charger_id: str) -> LiveCharger:
+        live = self._live.get(charger_id)
+        if live is None:
+            live = self._live[charger_id] = await self._load(charger_id)
+        return live
+
+    def live_charger(self, charger_id: str) -> LiveCharger | None:
+        return self._live.get(charger_id)
+
     async def charger_connected(self, charger_id: str, protocol: str, remote_address: str | None) -> None:
+        """Load the charger's state (kept when a newer connection replaces an older one) and mark it
+        connected."""
+        await self._charger(charger_id)
         now = self.clock()
-        async with self.db.begin() as db:
-            charger = await db.get(Charger, charger_id)
-            if charger is None:  # an unknown charger, admitted by CSMS_ALLOW_UNKNOWN_CHARGERS
-                charger = Charger(id=charger_id, registered=False)
-                db.add(charger)
-            charger.protocol = protocol
-            charger.connected = True
-            charger.connected_at = now
-            charger.last_message_at = now
-            charger.remote_address = remote_address
+        unit = Unit()
+        unit.add(
+            self._insert(_chargers).on_conflict_do_nothing(),
+            {"id": charger_id, "registered": False, "created_at": now},
+        )
+        unit.add(
+            update(_chargers)
+            .where(_chargers.c.id == bindparam("b_id"))
+            .values(
+                protocol=bindparam("protocol"),
+                connected=True,
+                connected_at=bindparam("at"),
+                last_message_at=bindparam("at"),
+                remote_address=bindparam("remote"),
+            ),
+            {"b_id": charger_id, "protocol": protocol, "at": now, "remote": remote_address},
+        )
+        await self.writer.commit(unit)
 
     async def charger_disconnected(self, charger_id: str, last_message_at: datetime | None) -> None:
-        async with self.db.begin() as db:
-            charger = await db.get(Charger, charger_id)
-            if charger is not None:
-                charger.connected = False
-                charger.disconnected_at = self.clock()
-                if last_message_at is not None:
-                    charger.last_message_at = last_message_at
+        self._live.pop(charger_id, None)
+        unit = Unit()
+        unit.add(
+            update(_chargers)
+            .where(_chargers.c.id == bindparam("b_id"))
+            .values(
+                connected=False,
+                disconnected_at=bindparam("at"),
+                last_message_at=bindparam("last"),
+            ),
+            {"b_id": charger_id, "at": self.clock(), "last": last_message_at or self.clock()},
+        )
+        await self.writer.commit(unit)
 
     async def flush_last_seen(self, last_seen: dict[str, datetime]) -> None:
         """Persist when each connected charger was last heard from (kept in memory between flushes)."""
         if not last_seen:
             return
-        async with self.db.begin() as db:
-            for charger_id, at in last_seen.items():
-                await db.execute(update(Charger).where(Charger.id == charger_id).values(last_message_at=at))
+        unit = Unit()
+        for charger_id, at in last_seen.items():
+            unit.add(UPDATE_LAST_SEEN, {"b_id": charger_id, "at": at})
+        await self.writer.commit(unit)
 
     # ------------------------------------------------------------ information
     async def booted(self, charger_id: str, info: BootInfo, payload: dict[str, Any]) -> None:
         now = self.clock()
-        async with self.db.begin() as db:
-            charger = await db.get(Charger, charger_id)
-            if charger is None:
-                return
-            charger.vendor = info.vendor
-            charger.model = info.model
-            charger.serial_number = info.serial_number
-            charger.firmware_version = info.firmware_version
-            charger.boot_reason = info.reason
-            charger.booted_at = now
-            charger.last_message_at = now
-            db.add(ChargerMessage(charger_id=charger_id, action="BootNotification", payload=payload))
+        unit = Unit()
+        unit.add(
+            update(_chargers)
+            .where(_chargers.c.id == bindparam("b_id"))
+            .values(
+                vendor=bindparam("vendor"),
+                model=bindparam("model"),
+                serial_number=bindparam("serial"),
+                firmware_version=bindparam("firmware"),
+                boot_reason=bindparam("reason"),
+                booted_at=bindparam("at"),
+                last_message_at=bindparam("at"),
+            ),
+            {
+                "b_id": charger_id,
+                "vendor": info.vendor,
+                "model": info.model,
+                "serial": info.serial_number,
+                "firmware": info.firmware_version,
+                "reason": info.reason,
+                "at": now,
+            },
+        )
+        self._stage_message(unit, charger_id, "BootNotification", payload, now)
+        await self.writer.commit(unit)
 
     async def meter_interval_configured(self, charger_id: str, interval_s: int, status: str) -> None:
-        async with self.db.begin() as db:
-            await db.execute(
-                update(Charger)
-                .where(Charger.id == charger_id)
-                .values(meter_interval_s=interval_s, meter_interval_status=status)
-            )
+        unit = Unit()
+        unit.add(
+            update(_chargers)
+            .where(_chargers.c.id == bindparam("b_id"))
+            .values(meter_interval_s=bindparam("interval"), meter_interval_status=bindparam("status")),
+            {"b_id": charger_id, "interval": interval_s, "status": status},
+        )
+        await self.writer.commit(unit)
+
+    @staticmethod
+    def _stage_message(
+        unit: Unit, charger_id: str, action: str, payload: dict[str, Any], now: datetime
+    ) -> None:
+        unit.add(
+            INSERT_MESSAGE,
+            {"charger_id": charger_id, "action": action, "payload": payload, "received_at": now},
+        )
 
     async def record_message(self, charger_id: str, action: str, payload: dict[str, Any]) -> None:
         """Keep an informational message (DataTransfer, firmware/diagnostics status, reports...)."""
-        async with self.db.begin() as db:
-            db.add(ChargerMessage(charger_id=charger_id, action=action, payload=payload))
+        unit = Unit()
+        self._stage_message(unit, charger_id, action, payload, self.clock())
+        await self.writer.commit(unit)
 
     async def status_changed(self, charger_id: str, status: ConnectorStatus) -> None:
         now = self.clock()
-        async with self.db.begin() as db:
-            connector = await db.get(Connector, (charger_id, status.connector_id))
-            if connector is None:
-                connector = Connector(charger_id=charger_id, connector_id=status.connector_id, status="")
-                db.add(connector)
-            elif status.timestamp and connector.status_at and status.timestamp < connector.status_at:
-                return  # an older status replayed after a newer one: keep the newer
-            connector.status = status.status
-            connector.plug_id = status.plug_id
-            connector.error_code = status.error_code
-            connector.info = status.info
-            connector.status_at = status.timestamp or now
-            connector.updated_at = now
+        live = await self._charger(charger_id)
+        known = live.connectors.get(status.connector_id)
+        if known is not None and status.timestamp and known.status_at and status.timestamp < known.status_at:
+            return  # an older status replayed after a newer one: keep the newer
+        at = status.timestamp or now
+        live.connectors[status.connector_id] = LiveConnector(status.status, at)
+        unit = Unit()
+        unit.add(
+            self._upsert_connector,
+            {
+                "charger_id": charger_id,
+                "connector_id": status.connector_id,
+                "status": status.status,
+                "plug_id": status.plug_id,
+                "error_code": status.error_code,
+                "info": status.info,
+                "status_at": at,
+                "updated_at": now,
+            },
+            key=(charger_id, status.connector_id),
+        )
+        await self.writer.commit(unit)
 
     # ---------------------------------------------------------- authorization
     async def authorize(self, charger_id: str, id_tag: str) -> Authorization:
-        async with self.db.begin() as db:
-            return await self._authorize(db, charger_id, id_tag)
+        return await self._authorize(charger_id, id_tag)
 
-    async def _authorize(self, db: AsyncSession, charger_id: str, id_tag: str) -> Authorization:
-        known = await db.get(IdTag, id_tag)
+    async def _authorize(self, charger_id: str, id_tag: str) -> Authorization:
+        async with self.db() as db:
+            known = await db.get(IdTag, id_tag)
         if known is not None:
             if known.status == "Accepted" and known.expires_at and known.expires_at < self.clock():
                 return Authorization("Expired", known.expires_at, known.parent_id_tag)
             return Authorization(known.status, known.expires_at, known.parent_id_tag)
-        session = await db.scalar(
-            select(ChargingSession.number).where(
-                ChargingSession.charger_id == charger_id,
-                ChargingSession.id_tag == id_tag,
-                ChargingSession.ended_at.is_(None),
-            )
-        )
-        if session is not None:  # a tag satwatt issued for a remote start on this charger
-            return Authorization("Accepted")
+        live = self._live.get(charger_id)
+        if live is not None and any(s.id_tag == id_tag and s.ended_at is None for s in live.sessions()):
+            return Authorization("Accepted")  # a tag satwatt issued for a remote start on this charger
         return Authorization("Accepted" if self.accept_unknown_id_tags else "Invalid")
 
     # ------------------------------------------------------------ sessions
-    async def create_pending_session(self, charger_id: str, connector_id: int | None) -> ChargingSession:
+    async def create_pending_session(self, charger_id: str, connector_id: int | None) -> LiveSession:
         """A session that exists from a remote start request until the charger starts the transaction."""
-        async with self.db.begin() as db:
-            session = ChargingSession(
-                id=new_session_id(),
-                charger_id=charger_id,
-                connector_id=connector_id,
-                id_tag=new_id_tag(),
-                id_tag_status="Accepted",
-                state=PENDING,
-            )
-            db.add(session)
-            await db.flush()
-            session.remote_start_id = session.number
+        number = await self.numbers.take()
+        session = LiveSession(
+            number=number,
+            id=new_session_id(),
+            charger_id=charger_id,
+            state=PENDING,
+            connector_id=connector_id,
+            id_tag=new_id_tag(),
+            id_tag_status="Accepted",
+            remote_start_id=number,
+            created_at=self.clock(),
+        )
+        unit = Unit()
+        self._stage_session(unit, session, new=True)
+        await self.writer.commit(unit)
+        live = self._live.get(charger_id)
+        if live is not None:
+            live.add(session)
         return session
 
-    async def abandon_pending_session(self, session_id: str, reason: str) -> None:
-        async with self.db.begin() as db:
-            session = await db.scalar(select(ChargingSession).where(ChargingSession.id == session_id))
-            if session is not None and session.ocpp_transaction_id is None and session.ended_at is None:
-                session.state = ENDED
-                session.ended_at = self.clock()
-                session.stop_reason = reason
+    def expect_start(self, session_number: int, deadline: datetime) -> None:
+        """A remote start was accepted: the transaction must begin by ``deadline`` (else see sweep)."""
+        self._start_deadlines[session_number] = deadline
+
+    def start_accepted(self, session_number: int) -> None:
+        self.expect_start(session_number, self.clock() + self.remote_start_timeout)
+
+    async def sweep(self) -> None:
+        """Give up remote starts that never became a transaction (no car plugged in, the charger gone),
+        as chargers do after their connection timeout; the session ends with the reason recorded."""
+        now = self.clock()
+        for number, deadline in list(self._start_deadlines.items()):
+            if deadline <= now:
+                self._start_deadlines.pop(number, None)
+                seconds = int(self.remote_start_timeout.total_seconds())
+                await self.abandon_pending_session(
+                    None, f"no transaction within {seconds} s of the remote start", number=number
+                )
+
+    async def abandon_pending_session(
+        self, session_id: str | None, reason: str, *, number: int | None = None
+    ) -> None:
+        """End a session whose transaction never started; settlement hears it as ended."""
+        session = next(
+            (
+                s
+                for live in self._live.values()
+                for s in live.pending
+                if s.id == session_id or s.number == number
+            ),
+            None,
+        )
+        if session is None:
+            async with self.db() as db:
+                query = select(ChargingSession)
+                query = query.where(
+                    ChargingSession.id == session_id if session_id else ChargingSession.number == number
+                )
+                row = await db.scalar(query)
+            if row is None:
+                return
+            session = LiveSession.from_row(row)
+        if session.ocpp_transaction_id is not None or session.ended_at is not None:
+            return
+        self._start_deadlines.pop(session.number, None)
+        session.state = ENDED
+        session.ended_at = self.clock()
+        session.stop_reason = reason[:64]
+        session.account.closed = True
+        live = self._live.get(session.charger_id)
+        if live is not None:
+            live.retire(session)
+        log.info("session %s ended without a transaction: %s", session.id, reason)
+        unit = Unit()
+        self._stage_session(unit, session)
+        await self._commit(unit, [self._update(session, "ended", None)])
+
+    def _pending_for(self, live: LiveCharger, message: TransactionMessage) -> LiveSession | None:
+        if message.remote_start_id is not None:
+            found = [s for s in live.pending if s.remote_start_id == message.remote_start_id]
+        elif message.id_tag is not None:
+            found = [s for s in live.pending if s.id_tag == message.id_tag]
+        else:
+            return None
+        return max(found, key=lambda s: s.number) if found else None
+
+    async def _by_transaction(self, live: LiveCharger, transaction_id: str) -> LiveSession | None:
+        """The session of a transaction id: in memory, else (a transaction older than the sessions kept
+        in memory) from the database, then kept."""
+        session = live.by_transaction.get(transaction_id)
+        if session is not None:
+            return session
+        async with self.db() as db:
+            row = await db.scalar(
+                select(ChargingSession).where(
+                    ChargingSession.charger_id == live.charger_id,
+                    ChargingSession.ocpp_transaction_id == transaction_id,
+                )
+            )
+        if row is None:
+            return None
+        session = LiveSession.from_row(row)
+        if session.ended_at is not None:
+            session.kinds_seen.add("ended")
+            live.add(session)
+            live.retire(session)
+        else:
+            live.add(session)
+        return session
 
     async def transaction(self, charger_id: str, message: TransactionMessage) -> TransactionOutcome:
         """Apply a transaction message; a retried message is recognised and changes nothing."""
-        updates: list[SessionUpdate] = []
-        async with self.db.begin() as db:
-            outcome = await self._transaction(db, charger_id, message, updates)
-            _log_updates(db, updates)
-        await self._publish(updates)
-        return outcome
-
-    async def _find_session(
-        self, db: AsyncSession, charger_id: str, message: TransactionMessage
-    ) -> ChargingSession | None:
+        live = await self._charger(charger_id)
+        session: LiveSession | None = None
         if message.ocpp_transaction_id is not None:
-            return await db.scalar(
-                select(ChargingSession).where(
-                    ChargingSession.charger_id == charger_id,
-                    ChargingSession.ocpp_transaction_id == message.ocpp_transaction_id,
-                )
-            )
-        if message.fingerprint is not None:  # a 1.6 StartTransaction sent again
-            return await db.scalar(
-                select(ChargingSession).where(
-                    ChargingSession.charger_id == charger_id,
-                    ChargingSession.start_fingerprint == message.fingerprint,
-                )
-            )
-        return None
-
-    async def _pending_for(
-        self, db: AsyncSession, charger_id: str, message: TransactionMessage
-    ) -> ChargingSession | None:
-        query = select(ChargingSession).where(
-            ChargingSession.charger_id == charger_id,
-            ChargingSession.ocpp_transaction_id.is_(None),
-            ChargingSession.ended_at.is_(None),
-        )
-        if message.remote_start_id is not None:
-            query = query.where(ChargingSession.remote_start_id == message.remote_start_id)
-        elif message.id_tag is not None:
-            query = query.where(ChargingSession.id_tag == message.id_tag)
+            session = await self._by_transaction(live, message.ocpp_transaction_id)
+        elif message.fingerprint is not None:  # a 1.6 StartTransaction sent again
+            session = live.by_fingerprint.get(message.fingerprint)
+        if message.id_tag is None:
+            authorization = None
+        elif session is not None and session.id_tag == message.id_tag and session.id_tag_status:
+            authorization = Authorization(session.id_tag_status)
         else:
-            return None
-        return await db.scalar(query.order_by(ChargingSession.number.desc()).limit(1))
+            authorization = await self._authorize(charger_id, message.id_tag)
 
-    async def _transaction(
-        self,
-        db: AsyncSession,
-        charger_id: str,
-        message: TransactionMessage,
-        updates: list[SessionUpdate],
-    ) -> TransactionOutcome:
-        protocol = message.protocol
-        session = await self._find_session(db, charger_id, message)
-        authorization = (
-            await self._authorize(db, charger_id, message.id_tag) if message.id_tag is not None else None
-        )
+        unit = Unit()
+        updates: list[SessionUpdate] = []
         created = False
         if session is None:
             if message.kind != "ended":
-                session = await self._pending_for(db, charger_id, message)
+                session = self._pending_for(live, message)
+            new = session is None
             if session is None:
-                session = ChargingSession(
-                    id=new_session_id(), charger_id=charger_id, state=PENDING, id_tag=message.id_tag
+                session = LiveSession(
+                    number=await self.numbers.take(),
+                    id=new_session_id(),
+                    charger_id=charger_id,
+                    state=PENDING,
+                    id_tag=message.id_tag,
+                    created_at=self.clock(),
                 )
-                db.add(session)
             created = True
-            session.protocol = protocol
+            self._start_deadlines.pop(session.number, None)
+            session.protocol = message.protocol
             session.connector_id = message.connector_id or session.connector_id
             session.state = CHARGING
             session.started_at = message.timestamp
@@ -332,19 +564,19 @@ class ChargingService:
                 session.id_tag = message.id_tag
             if authorization is not None:
                 session.id_tag_status = authorization.status
-            await db.flush()
             session.ocpp_transaction_id = message.ocpp_transaction_id or str(session.number)
+            if session.connector_id is not None and message.kind != "ended":
+                self._supersede(live, unit, session, message.timestamp, updates)
+            if new:
+                self._stage_session(unit, session, new=True)
+            live.add(session)
             updates.append(self._update(session, "started", message.timestamp))
         elif message.kind == "started" and message.seq_no is None:
             # 1.6 StartTransaction retried: answer with the same transactionId, change nothing
-            return TransactionOutcome(
-                session.id, session.ocpp_transaction_id or "", authorization, True, session.number
-            )
+            return self._outcome(session, authorization, duplicate=True)
 
-        if not await self._record_event(db, session, message):
-            return TransactionOutcome(
-                session.id, session.ocpp_transaction_id or "", authorization, True, session.number
-            )
+        if not self._record_event(unit, session, message):
+            return self._outcome(session, authorization, duplicate=True)
         if session.started_at is None or message.timestamp < session.started_at:
             session.started_at = message.timestamp  # an earlier event replayed late (2.0.1 offline)
         if message.offline:
@@ -357,57 +589,85 @@ class ChargingService:
             session.id_tag = message.id_tag
             session.id_tag_status = authorization.status if authorization else None
 
-        account = account_of(session)
+        account = session.account
         if message.meter_start_wh is not None and not account.closed:
             account.start(message.meter_start_wh, message.timestamp)
         if message.connector_id is not None and session.connector_id is None:
             session.connector_id = message.connector_id
-        changed = await self._add_meter_values(
-            db, session, account, message.meter_values, source=f"tx.{message.kind}"
-        )
+        changed = self._add_meter_values(unit, session, message.meter_values, source=f"tx.{message.kind}")
         if message.kind == "ended" and not account.closed:
-            account.close(message.meter_stop_wh, message.timestamp)
-            session.meter_stop_wh = message.meter_stop_wh
-            session.state = ENDED
-            session.ended_at = message.timestamp
-            session.stop_reason = message.stop_reason
-            _store_account(session, account)
+            self._end(session, message.meter_stop_wh, message.timestamp, message.stop_reason)
+            live.retire(session)
             updates.append(self._update(session, "ended", message.timestamp))
-        else:
-            _store_account(session, account)
-            if changed and not created:
-                updates.append(self._update(session, "meter", session.last_sample_at))
+        elif changed and not created:
+            updates.append(self._update(session, "meter", session.last_sample_at))
+        self._stage_session(unit, session)
+        await self._commit(unit, updates)
+        return self._outcome(session, authorization, duplicate=False)
+
+    @staticmethod
+    def _outcome(
+        session: LiveSession, authorization: Authorization | None, *, duplicate: bool
+    ) -> TransactionOutcome:
         return TransactionOutcome(
-            session.id, session.ocpp_transaction_id or "", authorization, False, session.number
+            session.id, session.ocpp_transaction_id or "", authorization, duplicate, session.number
         )
 
-    async def _record_event(
-        self, db: AsyncSession, session: ChargingSession, message: TransactionMessage
-    ) -> bool:
-        """Record a transaction message once; False when it was already recorded (a retry).
+    @staticmethod
+    def _end(session: LiveSession, meter_stop_wh: int | None, at: datetime, reason: str | None) -> None:
+        session.account.close(meter_stop_wh, at)
+        session.meter_stop_wh = meter_stop_wh
+        session.state = ENDED
+        session.ended_at = at
+        session.stop_reason = reason
 
-        A charger's messages are handled one at a time, so a look-up before the insert suffices; the
-        unique constraint on (session, seqNo) still guards against a race between two connections.
-        """
-        query = select(TransactionEvent.id).where(TransactionEvent.session_number == session.number)
+    def _supersede(
+        self,
+        live: LiveCharger,
+        unit: Unit,
+        session: LiveSession,
+        at: datetime,
+        updates: list[SessionUpdate],
+    ) -> None:
+        """A new transaction on a connector whose previous one never ended (the charger lost it, e.g. in
+        a reboot without StopTransaction): the previous one ends on what was metered, with a reason."""
+        assert session.connector_id is not None
+        older = live.open_on(session.connector_id)
+        if older is None or older is session:
+            return
+        log.warning(
+            "%s: transaction %s on connector %s started while %s was still open; ending %s",
+            live.charger_id,
+            session.ocpp_transaction_id,
+            session.connector_id,
+            older.ocpp_transaction_id,
+            older.ocpp_transaction_id,
+        )
+        self._end(older, None, max(at, older.last_sample_at or at), SUPERSEDED)
+        live.retire(older)
+        self._stage_session(unit, older)
+        updates.append(self._update(older, "ended", at))
+
+    def _record_event(self, unit: Unit, session: LiveSession, message: TransactionMessage) -> bool:
+        """Record a transaction message once; False when it was already recorded (a retry)."""
         if message.seq_no is not None:
-            query = query.where(TransactionEvent.seq_no == message.seq_no)
-        elif message.kind in ("started", "ended"):
-            query = query.where(TransactionEvent.event_type == message.kind)
-        else:
-            query = None
-        if query is not None and await db.scalar(query.limit(1)) is not None:
+            if not session.seq_seen.add(message.seq_no):
+                return False
+        elif message.kind in ("started", "ended") and message.kind in session.kinds_seen:
             return False
-        db.add(
-            TransactionEvent(
-                session_number=session.number,
-                seq_no=message.seq_no,
-                event_type=message.kind,
-                trigger_reason=message.trigger_reason,
-                offline=message.offline,
-                timestamp=message.timestamp,
-                payload=message.payload,
-            )
+        session.kinds_seen.add(message.kind)
+        unit.add(
+            self._insert_tx_event,
+            {
+                "session_number": session.number,
+                "seq_no": message.seq_no,
+                "event_type": message.kind,
+                "trigger_reason": message.trigger_reason,
+                "offline": message.offline,
+                "timestamp": message.timestamp,
+                "received_at": self.clock(),
+                "payload": message.payload,
+            },
         )
         return True
 
@@ -419,47 +679,39 @@ class ChargingService:
         values: Iterable[MeterValue],
     ) -> None:
         """Store MeterValues; those of a transaction update its energy unless it has ended."""
+        live = await self._charger(charger_id)
+        session = None
+        if ocpp_transaction_id is not None:
+            session = await self._by_transaction(live, ocpp_transaction_id)
+        elif connector_id > 0:  # no transactionId: the running session on that connector
+            session = live.open_on(connector_id)
+        unit = Unit()
         updates: list[SessionUpdate] = []
-        async with self.db.begin() as db:
-            session = None
-            if ocpp_transaction_id is not None:
-                session = await db.scalar(
-                    select(ChargingSession).where(
-                        ChargingSession.charger_id == charger_id,
-                        ChargingSession.ocpp_transaction_id == ocpp_transaction_id,
-                    )
-                )
-            elif connector_id > 0:  # no transactionId: the running session on that connector
-                session = await db.scalar(
-                    select(ChargingSession).where(
-                        ChargingSession.charger_id == charger_id,
-                        ChargingSession.connector_id == connector_id,
-                        ChargingSession.ocpp_transaction_id.is_not(None),
-                        ChargingSession.ended_at.is_(None),
-                    )
-                )
-            if session is None:
-                await self._store_samples(db, None, charger_id, connector_id, values, "MeterValues")
-            else:
-                account = account_of(session)
-                if await self._add_meter_values(db, session, account, values, source="MeterValues"):
-                    _store_account(session, account)
-                    updates.append(self._update(session, "meter", session.last_sample_at))
-            _log_updates(db, updates)
-        await self._publish(updates)
+        if session is None:
+            now = self.clock()
+            for value in values:
+                self._stage_sample(unit, None, charger_id, connector_id, value, "MeterValues", False, now)
+        elif self._add_meter_values(unit, session, values, source="MeterValues"):
+            self._stage_session(unit, session)
+            updates.append(self._update(session, "meter", session.last_sample_at))
+        await self._commit(unit, updates)
 
-    async def _add_meter_values(
-        self,
-        db: AsyncSession,
-        session: ChargingSession,
-        account: EnergyAccount,
-        values: Iterable[MeterValue],
-        *,
-        source: str,
+    def _add_meter_values(
+        self, unit: Unit, session: LiveSession, values: Iterable[MeterValue], *, source: str
     ) -> bool:
-        readings = await self._store_samples(
-            db, session, session.charger_id, session.connector_id or 0, values, source
-        )
+        """Store each meter value and apply it to the session; True when the session changed."""
+        values = list(values)
+        if not values:
+            return False
+        now = self.clock()
+        ended = session.ended_at is not None
+        account = session.account
+        readings = [
+            self._stage_sample(
+                unit, session, session.charger_id, session.connector_id or 0, value, source, ended, now
+            )
+            for value in values
+        ]
         changed = False
         for reading in sorted(readings, key=lambda r: r.timestamp):
             if reading.energy_register_wh is not None and account.apply(
@@ -470,46 +722,50 @@ class ChargingService:
                 not account.closed
                 and reading.power_w is not None
                 and (session.last_sample_at is None or reading.timestamp >= session.last_sample_at)
+                and (reading.power_w != session.power_w or reading.timestamp != session.last_sample_at)
             ):
                 session.power_w = reading.power_w
                 session.last_sample_at = reading.timestamp
                 changed = True
         return changed
 
-    async def _store_samples(
+    def _stage_sample(
         self,
-        db: AsyncSession,
-        session: ChargingSession | None,
+        unit: Unit,
+        session: LiveSession | None,
         charger_id: str,
         connector_id: int,
-        values: Iterable[MeterValue],
+        value: MeterValue,
         source: str,
-    ) -> list[Reading]:
-        """Persist each meter value once (a retried message is not stored twice); return new ones."""
-        readings: list[Reading] = []
-        ended = session is not None and session.ended_at is not None
-        values = list(values)
-        if not values:
-            return readings
-        insert = sqlite_insert if db.bind.dialect.name == "sqlite" else postgresql_insert
-        for value in values:
-            reading = normalise(value.timestamp, value.sampled_values)
-            row = {
+        after_end: bool,
+        now: datetime,
+    ) -> Any:
+        reading = normalise(value.timestamp, value.sampled_values)
+        transaction_id = session.ocpp_transaction_id if session is not None else None
+        unit.add(
+            self._insert_sample,
+            {
                 "session_number": session.number if session is not None else None,
                 "charger_id": charger_id,
                 "connector_id": connector_id,
                 "timestamp": value.timestamp,
-                "received_at": self.clock(),
+                "received_at": now,
                 "source": source,
                 "context": reading.context,
+                "digest": sample_digest(connector_id, transaction_id, source, value),
                 "energy_register_wh": reading.energy_register_wh,
                 "power_w": reading.power_w,
                 "soc_percent": reading.soc_percent,
-                "after_end": ended,
+                "after_end": after_end,
                 "sampled_values": value.raw.get("sampledValue", []),
-            }
-            # one statement: stored unless the same reading is already there (a retried message)
-            result = await db.execute(insert(MeterSample).values(row).on_conflict_do_nothing())
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                readings.append(reading)
-        return readings
+            },
+        )
+        return reading
+
+    # ------------------------------------------------------------ reading
+    def session_state(self, charger_id: str, number: int) -> LiveSession | None:
+        live = self._live.get(charger_id)
+        if live is None:
+            return None
+        return next((s for s in live.sessions() if s.number == number), None)
+

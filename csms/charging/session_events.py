@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from csms.db.models import SessionEvent
+from csms.db.writer import Unit
+
+_INSERT = insert(SessionEvent.__table__)
 
 EVENT_KINDS = ("started", "meter", "invoice", "paid", "suspended", "resumed", "stopping", "ended", "closed")
 
@@ -32,19 +35,23 @@ class LoggedEvent:
 class SessionEventLog:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.db = sessionmaker
-        self._changed = asyncio.Condition()
-        self._versions: dict[int, int] = {}
+        self._changed: dict[int, asyncio.Event] = {}
 
     @staticmethod
     def append(db: AsyncSession, session_number: int, kind: str, data: dict[str, Any]) -> None:
         """Add an entry in the caller's transaction; call :meth:`notify` after it commits."""
         db.add(SessionEvent(session_number=session_number, kind=kind, data=data))
 
-    async def notify(self, session_number: int) -> None:
+    @staticmethod
+    def stage(unit: Unit, session_number: int, kind: str, data: dict[str, Any], at: datetime) -> None:
+        """Add an entry to a group-commit unit; call :meth:`notify` after it commits."""
+        unit.add(_INSERT, {"session_number": session_number, "kind": kind, "data": data, "created_at": at})
+
+    def notify(self, session_number: int) -> None:
         """Wake the readers of one session (only they look at the database again)."""
-        async with self._changed:
-            self._versions[session_number] = self._versions.get(session_number, 0) + 1
-            self._changed.notify_all()
+        event = self._changed.pop(session_number, None)
+        if event is not None:
+            event.set()
 
     async def read(self, session_number: int, after_id: int = 0, limit: int = 500) -> list[LoggedEvent]:
         async with self.db() as db:
@@ -62,7 +69,7 @@ class SessionEventLog:
         """Entries after ``after_id``, then new ones as they come; None every ``keepalive_s`` of quiet."""
         last = after_id
         while True:
-            version = self._versions.get(session_number, 0)
+            changed = self._changed.setdefault(session_number, asyncio.Event())
             events = await self.read(session_number, last)
             for event in events:
                 last = event.id
@@ -70,9 +77,7 @@ class SessionEventLog:
             if events:
                 continue
             try:
-                async with asyncio.timeout(keepalive_s), self._changed:
-                    await self._changed.wait_for(
-                        lambda seen=version: self._versions.get(session_number, 0) != seen  # type: ignore[misc]
-                    )
+                async with asyncio.timeout(keepalive_s):
+                    await changed.wait()
             except TimeoutError:
                 yield None

@@ -19,17 +19,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """The async engine. SQLite gets one connection: SQLite has a single writer anyway, and queueing
-    in the pool is far cheaper than connections fighting over the file lock ("database is locked")
-    when a thousand chargers write at once. PostgreSQL gets a real pool."""
+def create_engine(url: str, *, echo: bool = False, writer: bool = False) -> AsyncEngine:
+    """The async engine: the readers' pool, or (``writer``) the one connection of the group-commit
+    writer (csms.db.writer), which writes every fact of the hot path. SQLite in WAL mode lets readers
+    read while the writer writes; the few other writes (the REST API's) wait for the file lock."""
     if url.startswith("sqlite"):
         engine = create_async_engine(
             url,
             echo=echo,
             connect_args={"timeout": 30},
             json_serializer=dumps,
-            pool_size=1,
+            pool_size=1 if writer else 4,
             max_overflow=0,
             pool_timeout=300,
         )
@@ -38,8 +38,8 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     return create_async_engine(
         url,
         echo=echo,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=1 if writer else 10,
+        max_overflow=0 if writer else 10,
         pool_timeout=300,
         pool_pre_ping=True,
         json_serializer=dumps,

@@ -173,9 +173,7 @@ class MeterSample(Base):
 
     __tablename__ = "meter_samples"
     __table_args__ = (
-        UniqueConstraint(
-            "charger_id", "connector_id", "timestamp", "context", "source", name="uq_meter_samples_reading"
-        ),
+        UniqueConstraint("charger_id", "digest", name="uq_meter_samples_digest"),
         Index("ix_meter_samples_session_time", "session_number", "timestamp"),
     )
 
@@ -189,6 +187,8 @@ class MeterSample(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     source: Mapped[str] = mapped_column(String(32))
     context: Mapped[str] = mapped_column(String(32), default="")
+    # what makes a sample the same message sent again (see csms.charging.service.sample_digest)
+    digest: Mapped[str | None] = mapped_column(String(32))
     energy_register_wh: Mapped[int | None] = mapped_column(BigInteger)
     power_w: Mapped[int | None] = mapped_column(Integer)
     soc_percent: Mapped[int | None] = mapped_column(Integer)

@@ -1,11 +1,15 @@
 """The settlement engine: runs each paid session's invoice stream against a Lightning node and the
 charger (the I/O around the pure policy in :mod:`csms.settlement.policy`).
 
-For every fact (a meter sample, the transaction's start or end, a settled invoice, the passing of time)
-the engine loads the session's settlement state, records the fact, runs the policy, and persists in one
-database transaction the new state, every decision as a pending action (the outbox) and every new
-invoice. Only then are the actions carried out (create the invoice at the node, cut the power, resume,
-stop...) and marked done. A restart at any point redoes the pending actions, each idempotent:
+Every open settlement lives in memory. For every fact (a meter sample, the transaction's start or end,
+a settled invoice, the passing of time) the engine applies the fact to that state, runs the policy and
+stages, in the same group-commit unit as the fact itself (:mod:`csms.db.writer`), the new state, every
+decision as a pending action (the outbox) and every new invoice. Only once that has committed are the
+actions carried out (create the invoice at the node, cut the power, resume, stop...) and marked done.
+
+Actions run in two lanes per session, each in order: toward the node (invoices) and toward the charger
+(start, suspend, resume, stop). Cutting the power never waits on an unreachable node. A restart at any
+point redoes the pending actions, each idempotent:
 
 * an invoice's preimage is derived from its key with a server secret, so re-creating it after a crash
   yields the same payment hash and the node answers "already exists" instead of a second invoice;
@@ -28,7 +32,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from csms.charging import commands as cmd
@@ -45,10 +51,12 @@ from csms.db.models import (
     SettlementAction,
     TariffRow,
 )
+from csms.db.writer import GroupCommitWriter, Unit
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement import policy
 from csms.settlement.bill import compute_bill, session_view
 from csms.settlement.session import (
+    InvoiceStatus,
     SessionSettlement,
     UnknownInvoiceError,
     open_session,
@@ -69,8 +77,64 @@ DEFAULT_TARIFF_ID = "default"
 CURSOR_NAME = "default"
 MAX_ATTEMPTS_BACKOFF_S = 60
 MAX_PAYMENTS_IN_FLIGHT = 64
+NODE_ACTIONS = frozenset({"IssueInvoice", "IssueFinalInvoice", "ExpireInvoice", "CancelInvoice"})
 
 Fact = Callable[[SessionSettlement], SessionSettlement]
+Within = Callable[[Unit, SessionSettlement], None]
+
+_settlements = Settlement.__table__
+_invoices = LightningInvoice.__table__
+_actions = SettlementAction.__table__
+_sessions = ChargingSession.__table__
+
+UPDATE_SETTLEMENT = (
+    update(_settlements)
+    .where(_settlements.c.session_number == bindparam("b_number"))
+    .values(state=bindparam("state"), closed=bindparam("closed"), updated_at=bindparam("at"))
+)
+SET_BILL = (
+    update(_settlements)
+    .where(_settlements.c.session_number == bindparam("b_number"))
+    .values(bill=bindparam("bill"))
+)
+INSERT_SETTLEMENT = insert(_settlements)
+# the settlement's view of the session's state refines the charging service's (hence late)
+UPDATE_SESSION_STATE = (
+    update(_sessions).where(_sessions.c.number == bindparam("b_number")).values(state=bindparam("state"))
+)
+RETIRE_INVOICE = (
+    update(_invoices)
+    .where(_invoices.c.key == bindparam("b_key"), _invoices.c.status.in_(("creating", "open")))
+    .values(status=bindparam("status"))
+)
+INVOICE_CREATED = (
+    update(_invoices)
+    .where(_invoices.c.key == bindparam("b_key"))
+    .values(
+        bolt11=bindparam("bolt11"),
+        status=case((_invoices.c.status == "creating", "open"), else_=_invoices.c.status),
+    )
+)
+INVOICE_PAID = (
+    update(_invoices)
+    .where(_invoices.c.key == bindparam("b_key"), _invoices.c.status != "paid")
+    .values(
+        status="paid",
+        paid_at=bindparam("paid_at"),
+        amount_paid_msat=bindparam("amount_paid_msat"),
+        settle_index=bindparam("settle_index"),
+    )
+)
+ACTION_DONE = (
+    update(_actions)
+    .where(_actions.c.key == bindparam("b_key"))
+    .values(status="done", done_at=bindparam("at"))
+)
+ACTION_FAILED = (
+    update(_actions)
+    .where(_actions.c.key == bindparam("b_key"))
+    .values(attempts=bindparam("attempts"), last_error=bindparam("error"))
+)
 
 
 def token_digest(token: str) -> str:
@@ -92,16 +156,28 @@ def jsonable(value: Any) -> Any:
 
 @dataclass
 class _Open:
-    """An open settlement kept in memory so the timer can ask the policy without touching the database."""
+    """An open settlement: the policy's state and the tariff it was sold under."""
 
     state: SessionSettlement
     tariff: Tariff
+
+
+@dataclass(frozen=True)
+class _Action:
+    """A pending action as read from the outbox."""
+
+    key: str
+    session_number: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
 
 
 class SettlementEngine:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
+        writer: GroupCommitWriter,
         service: ChargingService,
         registry: ConnectionRegistry,
         backend: Backend,
@@ -112,6 +188,7 @@ class SettlementEngine:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db = sessionmaker
+        self.writer = writer
         self.service = service
         self.registry = registry
         self.backend = backend
@@ -120,15 +197,26 @@ class SettlementEngine:
         self.tick_s = tick_s
         self.clock = clock
         self._open: dict[int, _Open] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._drain_locks: dict[int, asyncio.Lock] = {}
-        self._retry_at: dict[int, datetime] = {}
+        self._lane_locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._retry_at: dict[tuple[int, str], datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self.cursor = InvoiceCursor()
         self._cursor_lock = asyncio.Lock()
         self.stream_connected = asyncio.Event()
-        service.subscribe(self.on_update)
+        insert_for = sqlite_insert if writer.engine.dialect.name == "sqlite" else postgresql_insert
+        self._insert_action = insert_for(_actions).on_conflict_do_nothing()
+        self._insert_invoice = insert_for(_invoices).on_conflict_do_nothing()
+        cursor_insert = insert_for(LightningCursor.__table__)
+        self._save_cursor_statement = cursor_insert.on_conflict_do_update(
+            index_elements=["name"],
+            set_={
+                "add_index": cursor_insert.excluded.add_index,
+                "settle_index": cursor_insert.excluded.settle_index,
+                "updated_at": cursor_insert.excluded.updated_at,
+            },
+        )
+        service.subscribe(self)
         service.cost_of = self.cost_msat
 
     # ------------------------------------------------------------------ lifecycle
@@ -147,6 +235,11 @@ class SettlementEngine:
                     select(SettlementAction.session_number).where(SettlementAction.status == "pending")
                 )
             )
+        timeout = self.service.remote_start_timeout
+        for number, entry in self._open.items():
+            requested = entry.state.remote_start_requested_at
+            if requested is not None and entry.state.transaction_started_at is None:
+                self.service.expect_start(number, requested + timeout)
         if cursor is None:
             # First start against this node: skip its history (other applications' invoices); every
             # invoice satwatt makes from now on comes after this cursor.
@@ -204,21 +297,13 @@ class SettlementEngine:
         return hashlib.sha256(self.preimage(key)).hexdigest()
 
     # ------------------------------------------------------------------ facts from charging
-    async def on_update(self, update: SessionUpdate) -> None:
-        """A session changed (called by the charging service after it committed the change and its
-        event-log entry)."""
-        await self.events.notify(update.session_number)
-        if update.kind == "started" and update.session_number not in self._open:
-            await self._open_for_payer(update)
-        if update.session_number not in self._open:
-            return
+    def session_changed(self, update: SessionUpdate, unit: Unit) -> None:
+        """A meter sample or the transaction's end: settled in the same unit as the fact itself."""
+        entry = self._open.get(update.session_number)
+        if entry is None:
+            return  # not sold, or already settled
         fact: Fact
-        if update.kind == "started":
-            at = update.at
-
-            def fact(state: SessionSettlement) -> SessionSettlement:
-                return record_transaction_started(state, at)
-        elif update.kind == "meter":
+        if update.kind == "meter":
             energy, power, at = update.energy_wh, update.power_w or 0, update.at
 
             def fact(state: SessionSettlement) -> SessionSettlement:
@@ -229,30 +314,57 @@ class SettlementEngine:
             def fact(state: SessionSettlement) -> SessionSettlement:
                 return record_transaction_ended(state, at, energy)
 
-        await self.advance(update.session_number, fact)
+        self._step(update.session_number, entry, fact, unit)
+
+    async def session_started(self, update: SessionUpdate) -> None:
+        """A transaction started: sold if its id tag belongs to a payer (or it is a paid walk-up)."""
+        if update.session_number not in self._open:
+            await self._open_for_payer(update)
+        if update.session_number in self._open:
+            at = update.at
+            await self.advance(update.session_number, lambda state: record_transaction_started(state, at))
 
     async def _open_for_payer(self, update: SessionUpdate) -> None:
         """A transaction started with an id tag that belongs to a payer: that payer pays for it."""
         if update.id_tag is None:
             return
-        async with self.db.begin() as db:
+        async with self.db() as db:
             tag = await db.get(IdTag, update.id_tag)
             if tag is None or tag.payer_id is None:
                 return  # an operator's tag or satwatt's remote start: not sold by settlement
             if await db.get(Settlement, update.session_number) is not None:
                 return
             tariff_id, tariff = await self._tariff_for(db, update.charger_id)
-            state = open_session(update.session_id, update.at, remote_start=False)
-            db.add(
-                Settlement(
-                    session_number=update.session_number,
-                    payer_id=tag.payer_id,
-                    tariff_id=tariff_id,
-                    tariff=tariff.to_dict(),
-                    state=state.to_dict(),
-                )
-            )
+        state = open_session(update.session_id, update.at, remote_start=False)
+        unit = Unit()
+        unit.add(
+            INSERT_SETTLEMENT,
+            self._settlement_row(update.session_number, state, tariff_id, tariff, payer_id=tag.payer_id),
+        )
+        await self.writer.commit(unit)
         self._open[update.session_number] = _Open(state, tariff)
+
+    def _settlement_row(
+        self,
+        number: int,
+        state: SessionSettlement,
+        tariff_id: str,
+        tariff: Tariff,
+        *,
+        payer_id: str | None = None,
+        token_hash: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "session_number": number,
+            "payer_id": payer_id,
+            "token_hash": token_hash,
+            "tariff_id": tariff_id,
+            "tariff": tariff.to_dict(),
+            "state": state.to_dict(),
+            "closed": False,
+            "bill": None,
+            "updated_at": self.clock(),
+        }
 
     async def _tariff_for(self, db: AsyncSession, charger_id: str) -> tuple[str, Tariff]:
         charger = await db.get(Charger, charger_id)
@@ -263,116 +375,122 @@ class SettlementEngine:
         return row.id, Tariff.from_dict(row.definition)
 
     # ------------------------------------------------------------------ walk-up sessions
-    async def open_walk_up(self, charger_id: str, connector_id: int, token: str) -> ChargingSession:
+    async def open_walk_up(self, charger_id: str, connector_id: int, token: str) -> Any:
         """A driver asks to charge: the session and its first invoice; the charger starts once it is paid."""
         session = await self.service.create_pending_session(charger_id, connector_id)
         now = self.clock()
-        async with self.db.begin() as db:
+        async with self.db() as db:
             tariff_id, tariff = await self._tariff_for(db, charger_id)
-            state = open_session(session.id, now, remote_start=True)
-            db.add(
-                Settlement(
-                    session_number=session.number,
-                    token_hash=token_digest(token),
-                    tariff_id=tariff_id,
-                    tariff=tariff.to_dict(),
-                    state=state.to_dict(),
-                )
-            )
-            row = await db.get(ChargingSession, session.number)
-            assert row is not None
-            row.state = "awaiting_payment"
-        self._open[session.number] = _Open(state, tariff)
-        await self.advance(session.number, None, drain_now=True)
+        state = open_session(session.id, now, remote_start=True)
+        entry = _Open(state, tariff)
+        unit = Unit()
+        unit.add(
+            INSERT_SETTLEMENT,
+            self._settlement_row(session.number, state, tariff_id, tariff, token_hash=token_digest(token)),
+        )
+        self._open[session.number] = entry
+        result = self._step(session.number, entry, None, unit)
+        await self.writer.commit(unit)
+        self.events.notify(session.number)
+        if result.decisions:
+            await self._drain(session.number)
         return session
 
     # ------------------------------------------------------------------ the core step
-    def _lock(self, number: int) -> asyncio.Lock:
-        return self._locks.setdefault(number, asyncio.Lock())
-
-    async def advance(
-        self,
-        number: int,
-        fact: Fact | None,
-        *,
-        within: Callable[[AsyncSession, SessionSettlement], Awaitable[None]] | None = None,
-        drain_now: bool = False,
-    ) -> policy.Step | None:
-        """Record ``fact``, run the policy, persist state + decisions; then carry the decisions out."""
-        async with self._lock(number):
-            now = self.clock()
-            async with self.db.begin() as db:
-                row = await db.get(Settlement, number)
-                if row is None:
-                    return None
-                state = SessionSettlement.from_dict(row.state)
-                tariff = Tariff.from_dict(row.tariff)
-                if fact is not None:
-                    state = fact(state)
-                result = policy.step(state, tariff, now)
-                if result.decisions:
-                    log.debug("session %s: %s", number, ", ".join(type(d).__name__ for d in result.decisions))
-                row.state = result.state.to_dict()
-                view = session_view(result.state, tariff, now)
-                session = await db.get(ChargingSession, number)
-                if session is not None:
-                    session.state = view.state.value
-                for decision in result.decisions:
-                    await self._persist_decision(db, number, decision)
-                if within is not None:
-                    await within(db, result.state)
-                if result.state.closed_at is not None:
-                    row.closed = True
-            if result.state.closed_at is None:
-                self._open[number] = _Open(result.state, tariff)
-            else:
-                self._open.pop(number, None)
-        await self.events.notify(number)
-        if result.decisions or drain_now:
-            if drain_now:
-                await self._drain(number)
-            else:
-                self._spawn(self._drain(number))
+    def _step(
+        self, number: int, entry: _Open, fact: Fact | None, unit: Unit, within: Within | None = None
+    ) -> policy.Step:
+        """Record ``fact``, run the policy and stage the new state and every decision in ``unit``; the
+        decisions are carried out once ``unit`` has committed."""
+        now = self.clock()
+        state = entry.state if fact is None else fact(entry.state)
+        result = policy.step(state, entry.tariff, now)
+        if result.decisions:
+            log.debug("session %s: %s", number, ", ".join(type(d).__name__ for d in result.decisions))
+        closed = result.state.closed_at is not None
+        unit.add(
+            UPDATE_SETTLEMENT,
+            {"b_number": number, "state": result.state.to_dict(), "closed": closed, "at": now},
+            key=number,
+        )
+        view = session_view(result.state, entry.tariff, now)
+        unit.add(UPDATE_SESSION_STATE, {"b_number": number, "state": view.state.value}, key=number, late=True)
+        for decision in result.decisions:
+            self._stage_decision(unit, number, decision, now)
+        if within is not None:
+            within(unit, result.state)
+        if closed:
+            self._open.pop(number, None)
+        else:
+            self._open[number] = _Open(result.state, entry.tariff)
+        notify = self.events.notify
+        unit.on_commit(lambda: notify(number))
+        if result.decisions:
+            unit.on_commit(lambda: self._spawn(self._drain(number)))
         return result
 
-    async def _persist_decision(self, db: AsyncSession, number: int, decision: policy.Decision) -> None:
-        if await db.get(SettlementAction, decision.key) is not None:
-            return
-        db.add(
-            SettlementAction(
-                key=decision.key,
-                session_number=number,
-                kind=type(decision).__name__,
-                payload=jsonable(decision),
+    async def advance(
+        self, number: int, fact: Fact | None, *, within: Within | None = None
+    ) -> policy.Step | None:
+        """Record ``fact`` for a session (open or not), commit, then carry the decisions out."""
+        entry = self._open.get(number)
+        if entry is None:
+            async with self.db() as db:
+                row = await db.get(Settlement, number)
+            if row is None:
+                return None
+            entry = self._open.get(number) or _Open(
+                SessionSettlement.from_dict(row.state), Tariff.from_dict(row.tariff)
             )
+        unit = Unit()
+        result = self._step(number, entry, fact, unit, within)
+        await self.writer.commit(unit)
+        return result
+
+    def _stage_decision(self, unit: Unit, number: int, decision: policy.Decision, now: datetime) -> None:
+        unit.add(
+            self._insert_action,
+            {
+                "key": decision.key,
+                "session_number": number,
+                "kind": type(decision).__name__,
+                "payload": jsonable(decision),
+                "status": "pending",
+                "attempts": 0,
+                "last_error": None,
+                "created_at": now,
+                "done_at": None,
+            },
         )
         if isinstance(decision, policy.IssueInvoice | policy.IssueFinalInvoice):
-            db.add(
-                LightningInvoice(
-                    key=decision.key,
-                    session_number=number,
-                    seq=decision.seq,
-                    kind="final" if isinstance(decision, policy.IssueFinalInvoice) else "increment",
-                    payment_hash=self.payment_hash(decision.key),
-                    amount_msat=decision.amount_msat,
-                    energy_wh=decision.energy_wh,
-                    price_msat_per_kwh=decision.price_msat_per_kwh,
-                    fee_msat=decision.fee_msat,
-                    status="creating",
-                    created_at=decision.at,
-                    expires_at=decision.expires_at,
-                )
+            unit.add(
+                self._insert_invoice,
+                {
+                    "key": decision.key,
+                    "session_number": number,
+                    "seq": decision.seq,
+                    "kind": "final" if isinstance(decision, policy.IssueFinalInvoice) else "increment",
+                    "payment_hash": self.payment_hash(decision.key),
+                    "bolt11": None,
+                    "amount_msat": decision.amount_msat,
+                    "energy_wh": decision.energy_wh,
+                    "price_msat_per_kwh": decision.price_msat_per_kwh,
+                    "fee_msat": decision.fee_msat,
+                    "status": "creating",
+                    "created_at": decision.at,
+                    "expires_at": decision.expires_at,
+                    "paid_at": None,
+                    "amount_paid_msat": None,
+                    "settle_index": None,
+                },
             )
         elif isinstance(decision, policy.ExpireInvoice | policy.CancelInvoice):
-            invoice = await db.get(LightningInvoice, decision.invoice_key)
-            if invoice is not None and invoice.status in ("creating", "open"):
-                invoice.status = "expired" if isinstance(decision, policy.ExpireInvoice) else "canceled"
+            status = "expired" if isinstance(decision, policy.ExpireInvoice) else "canceled"
+            unit.add(RETIRE_INVOICE, {"b_key": decision.invoice_key, "status": status})
         elif isinstance(decision, policy.CloseSession):
-            settlement = await db.get(Settlement, number)
-            if settlement is not None:
-                settlement.bill = jsonable(decision.bill)
-            SessionEventLog.append(
-                db,
+            unit.add(SET_BILL, {"b_number": number, "bill": jsonable(decision.bill)})
+            SessionEventLog.stage(
+                unit,
                 number,
                 "closed",
                 {
@@ -384,72 +502,75 @@ class SettlementEngine:
                     if decision.outcome.value == "unpaid_debt"
                     else 0,
                 },
+                now,
             )
 
     # ------------------------------------------------------------------ carrying decisions out
     async def _drain(self, number: int) -> None:
-        lock = self._drain_locks.setdefault(number, asyncio.Lock())
+        """Carry out a session's pending actions: the node's lane and the charger's lane, each in order
+        and independent of the other (an unreachable node never delays cutting the power)."""
+        await asyncio.gather(self._drain_lane(number, "node"), self._drain_lane(number, "charger"))
+
+    async def _drain_lane(self, number: int, lane: str) -> None:
+        lock = self._lane_locks.setdefault((number, lane), asyncio.Lock())
         async with lock:
             async with self.db() as db:
-                actions = list(
-                    await db.scalars(
-                        select(SettlementAction)
-                        .where(
-                            SettlementAction.session_number == number, SettlementAction.status == "pending"
-                        )
-                        .order_by(SettlementAction.created_at, SettlementAction.key)
-                    )
+                rows = await db.scalars(
+                    select(SettlementAction)
+                    .where(SettlementAction.session_number == number, SettlementAction.status == "pending")
+                    .order_by(SettlementAction.created_at, SettlementAction.key)
                 )
+                actions = [
+                    _Action(r.key, r.session_number, r.kind, r.payload, r.attempts)
+                    for r in rows
+                    if (r.kind in NODE_ACTIONS) == (lane == "node")
+                ]
             for action in actions:
+                unit = Unit()
                 try:
-                    await self._perform(number, action)
+                    await self._perform(number, action, unit)
                 except (LightningError, cmd.CommandFailed) as exc:
-                    await self._failed(action, exc)
-                    return  # keep the order: later actions wait for this one
-                async with self.db.begin() as db:
-                    row = await db.get(SettlementAction, action.key)
-                    if row is not None:
-                        row.status, row.done_at = "done", self.clock()
-                self._retry_at.pop(number, None)
-                await self.events.notify(number)
+                    await self._failed(action, lane, exc)
+                    return  # keep the order: later actions of this lane wait for this one
+                unit.add(ACTION_DONE, {"b_key": action.key, "at": self.clock()})
+                await self.writer.commit(unit)
+                self._retry_at.pop((number, lane), None)
+                self.events.notify(number)
+        if number not in self._open and not lock.locked():
+            self._lane_locks.pop((number, lane), None)
 
-    async def _failed(self, action: SettlementAction, exc: Exception) -> None:
-        async with self.db.begin() as db:
-            row = await db.get(SettlementAction, action.key)
-            if row is None:
-                return
-            row.attempts += 1
-            row.last_error = str(exc)[:500]
-            delay = min(MAX_ATTEMPTS_BACKOFF_S, 2 ** min(row.attempts, 6))
-        self._retry_at[action.session_number] = self.clock() + timedelta(seconds=delay)
+    async def _failed(self, action: _Action, lane: str, exc: Exception) -> None:
+        attempts = action.attempts + 1
+        unit = Unit()
+        unit.add(ACTION_FAILED, {"b_key": action.key, "attempts": attempts, "error": str(exc)[:500]})
+        await self.writer.commit(unit)
+        delay = min(MAX_ATTEMPTS_BACKOFF_S, 2 ** min(attempts, 6))
+        self._retry_at[(action.session_number, lane)] = self.clock() + timedelta(seconds=delay)
         log.warning(
-            "settlement action %s failed (attempt %d, retry in %d s): %s",
-            action.key,
-            row.attempts,
-            delay,
-            exc,
+            "settlement action %s failed (attempt %d, retry in %d s): %s", action.key, attempts, delay, exc
         )
 
-    async def _perform(self, number: int, action: SettlementAction) -> None:
+    async def _perform(self, number: int, action: _Action, unit: Unit) -> None:
+        """Carry out one action; what it did goes into ``unit``, committed with the action marked done."""
         kind, payload = action.kind, action.payload
         if kind in ("IssueInvoice", "IssueFinalInvoice"):
-            await self._create_invoice(number, action.key)
+            await self._create_invoice(number, action.key, unit)
         elif kind in ("ExpireInvoice", "CancelInvoice"):
             await self._cancel_invoice(payload["invoice_key"])
         elif kind == "RemoteStart":
             await self._remote_start(number)
         elif kind == "Suspend":
-            await self._suspend(number, payload.get("reason", ""))
+            await self._suspend(number, payload.get("reason", ""), unit)
         elif kind == "Resume":
-            await self._resume(number)
+            await self._resume(number, unit)
         elif kind == "StopTransaction":
-            await self._stop(number, payload.get("reason", ""))
+            await self._stop(number, payload.get("reason", ""), unit)
         elif kind == "CloseSession":
             pass  # recorded with the decision itself
         else:  # pragma: no cover - a decision type the engine does not know
             raise RuntimeError(f"unknown settlement action {kind}")
 
-    async def _create_invoice(self, number: int, key: str) -> None:
+    async def _create_invoice(self, number: int, key: str, unit: Unit) -> None:
         async with self.db() as db:
             row = await db.get(LightningInvoice, key)
             session = await db.get(ChargingSession, number)
@@ -465,15 +586,11 @@ class SettlementEngine:
             invoice = await self.backend.create_invoice(row.amount_msat, memo, expiry_s, preimage=preimage)
         except DuplicateInvoice:  # created before a crash: the same preimage gives the same invoice
             invoice = await self.backend.lookup_invoice(hashlib.sha256(preimage).digest())
-        async with self.db.begin() as db:
-            row = await db.get(LightningInvoice, key)
-            assert row is not None
-            row.bolt11 = invoice.bolt11
-            if row.status == "creating":
-                row.status = "open"
-            SessionEventLog.append(db, number, "invoice", self.invoice_event(row))
+        row.bolt11 = invoice.bolt11
+        unit.add(INVOICE_CREATED, {"b_key": key, "bolt11": invoice.bolt11})
+        SessionEventLog.stage(unit, number, "invoice", self.invoice_event(row), self.clock())
         if invoice.state is InvoiceState.SETTLED:
-            await self.on_payment(invoice)
+            self._spawn(self.on_payment(invoice))
 
     @staticmethod
     def invoice_event(row: LightningInvoice) -> dict[str, Any]:
@@ -509,10 +626,6 @@ class SettlementEngine:
         assert session is not None
         return session
 
-    async def _log(self, number: int, kind: str, data: dict[str, Any]) -> None:
-        async with self.db.begin() as db:
-            SessionEventLog.append(db, number, kind, data)
-
     async def _remote_start(self, number: int) -> None:
         session = await self._session(number)
         try:
@@ -528,18 +641,20 @@ class SettlementEngine:
             if exc.reason in ("not_connected", "timeout"):
                 raise
             result = cmd.CommandResult("Rejected", {"error": str(exc)})
-        if not result.accepted:
-            log.warning(
-                "%s refused the remote start of paid session %s: %s",
-                session.charger_id,
-                session.id,
-                result.status,
-            )
-            await self.service.abandon_pending_session(session.id, f"remote start {result.status}")
-            at = self.clock()
-            await self.advance(number, lambda s: record_transaction_ended(s, at))
+        if result.accepted:
+            self.service.start_accepted(number)
+            return
+        log.warning(
+            "%s refused the remote start of paid session %s: %s",
+            session.charger_id,
+            session.id,
+            result.status,
+        )
+        await self.service.abandon_pending_session(session.id, f"remote start {result.status}")
+        at = self.clock()
+        await self.advance(number, lambda s: record_transaction_ended(s, at))
 
-    async def _suspend(self, number: int, reason: str) -> None:
+    async def _suspend(self, number: int, reason: str, unit: Unit) -> None:
         session = await self._session(number)
         if session.ended_at is not None or session.ocpp_transaction_id is None:
             return
@@ -557,21 +672,21 @@ class SettlementEngine:
         if not accepted:  # a charger without smart charging: stop the transaction instead
             how = "remote stop"
             await self.registry.execute(session.charger_id, cmd.RemoteStop(session.ocpp_transaction_id))
-        await self._log(number, "suspended", {"reason": reason, "how": how})
+        SessionEventLog.stage(unit, number, "suspended", {"reason": reason, "how": how}, self.clock())
 
-    async def _resume(self, number: int) -> None:
+    async def _resume(self, number: int, unit: Unit) -> None:
         session = await self._session(number)
         if session.ended_at is None:
             await self.registry.execute(
                 session.charger_id, cmd.ClearPowerLimit(SUSPEND_PROFILE_ID, session.connector_id)
             )
-        await self._log(number, "resumed", {})
+        SessionEventLog.stage(unit, number, "resumed", {}, self.clock())
 
-    async def _stop(self, number: int, reason: str) -> None:
+    async def _stop(self, number: int, reason: str, unit: Unit) -> None:
         session = await self._session(number)
         if session.ended_at is None and session.ocpp_transaction_id is not None:
             await self.registry.execute(session.charger_id, cmd.RemoteStop(session.ocpp_transaction_id))
-        await self._log(number, "stopping", {"reason": reason})
+        SessionEventLog.stage(unit, number, "stopping", {"reason": reason}, self.clock())
 
     # ------------------------------------------------------------------ payments
     async def on_payment(self, invoice: NodeInvoice) -> None:
@@ -585,7 +700,18 @@ class SettlementEngine:
         if row is None or row.status == "paid":
             return  # not one of ours, or already credited
         paid_at = invoice.settled_at or self.clock()
-        key = row.key
+        key, number = row.key, row.session_number
+        entry = self._open.get(number)
+        if entry is not None and any(
+            i.key == key and i.status is InvoiceStatus.PAID for i in entry.state.invoices
+        ):
+            return  # credited meanwhile (the stream and a reconciliation raced)
+        event = {
+            "key": key,
+            "payment_hash": row.payment_hash,
+            "amount_msat": row.amount_msat,
+            "energy_wh": row.energy_wh,
+        }
 
         def fact(state: SessionSettlement) -> SessionSettlement:
             try:
@@ -593,26 +719,20 @@ class SettlementEngine:
             except UnknownInvoiceError:
                 return state
 
-        async def mark(db: AsyncSession, _state: SessionSettlement) -> None:
-            stored = await db.get(LightningInvoice, key)
-            if stored is None or stored.status == "paid":
-                return
-            stored.status, stored.paid_at = "paid", paid_at
-            stored.amount_paid_msat, stored.settle_index = invoice.amount_paid_msat, invoice.settle_index
-            SessionEventLog.append(
-                db,
-                stored.session_number,
-                "paid",
+        def mark(unit: Unit, _state: SessionSettlement) -> None:
+            unit.add(
+                INVOICE_PAID,
                 {
-                    "key": key,
-                    "payment_hash": stored.payment_hash,
-                    "amount_msat": stored.amount_msat,
-                    "energy_wh": stored.energy_wh,
+                    "b_key": key,
+                    "paid_at": paid_at,
+                    "amount_paid_msat": invoice.amount_paid_msat,
+                    "settle_index": invoice.settle_index,
                 },
             )
+            SessionEventLog.stage(unit, number, "paid", event, self.clock())
 
-        await self.advance(row.session_number, fact, within=mark)
-        self._spawn(self._send_running_cost(row.session_number))
+        await self.advance(number, fact, within=mark)
+        self._spawn(self._send_running_cost(number))
 
     async def reconcile(self) -> None:
         """Ask the node about every invoice we still think is open (payments missed while down)."""
@@ -678,37 +798,41 @@ class SettlementEngine:
                 await self._save_cursor()
 
     async def _save_cursor(self) -> None:
-        async with self.db.begin() as db:
-            row = await db.get(LightningCursor, CURSOR_NAME)
-            if row is None:
-                db.add(
-                    LightningCursor(
-                        name=CURSOR_NAME,
-                        add_index=self.cursor.add_index,
-                        settle_index=self.cursor.settle_index,
-                    )
-                )
-            else:
-                row.add_index, row.settle_index = self.cursor.add_index, self.cursor.settle_index
+        unit = Unit()
+        unit.add(
+            self._save_cursor_statement,
+            {
+                "name": CURSOR_NAME,
+                "add_index": self.cursor.add_index,
+                "settle_index": self.cursor.settle_index,
+                "updated_at": self.clock(),
+            },
+            key=CURSOR_NAME,
+        )
+        await self.writer.commit(unit)
 
     # ------------------------------------------------------------------ time
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("settlement tick failed")
 
     async def tick(self) -> None:
         """Step every open session whose policy has something to decide now; retry failed actions."""
         now = self.clock()
+        unit = Unit()
         for number, entry in list(self._open.items()):
-            if self._lock(number).locked():
-                continue
             if policy.decide(entry.state, entry.tariff, now):
-                await self.advance(number, None)
-        for number, when in list(self._retry_at.items()):
+                self._step(number, entry, None, unit)
+        await self.writer.commit(unit)
+        for (number, lane), when in list(self._retry_at.items()):
             if when <= now:
-                self._retry_at.pop(number, None)
-                self._spawn(self._drain(number))
+                self._retry_at.pop((number, lane), None)
+                self._spawn(self._drain_lane(number, lane))
+        await self.service.sweep()
 
     # ------------------------------------------------------------------ figures
     @property
@@ -721,12 +845,14 @@ class SettlementEngine:
 
     async def cost_msat(self, session_number: int) -> int | None:
         """The session's cost so far (the final cost once the transaction ended), None if not sold."""
-        async with self.db() as db:
-            row = await db.get(Settlement, session_number)
-        if row is None:
-            return None
-        state = SessionSettlement.from_dict(row.state)
-        return compute_bill(state, Tariff.from_dict(row.tariff), self.clock()).cost_msat
+        entry = self._open.get(session_number)
+        if entry is None:
+            async with self.db() as db:
+                row = await db.get(Settlement, session_number)
+            if row is None:
+                return None
+            entry = _Open(SessionSettlement.from_dict(row.state), Tariff.from_dict(row.tariff))
+        return compute_bill(entry.state, entry.tariff, self.clock()).cost_msat
 
     async def _send_running_cost(self, number: int) -> None:
         """Tell the charger the running cost (each protocol adapter says it its own way)."""
