@@ -119,6 +119,9 @@ class ChargePointOptions:
     validate_outbound: bool = False
     log_size: int = 1000
     faults: Faults = field(default_factory=Faults)
+    # answer Accepted to a new Basic auth password (1.6 AuthorizationKey, 2.0.1 BasicAuthPassword),
+    # then reconnect with it; False: answer Rejected and keep the old one
+    accept_new_password: bool = True
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -580,6 +583,19 @@ class ChargePoint:
     @property
     def url(self) -> str:
         return self.options.csms_url.rstrip("/") + "/" + self.id
+
+    def take_new_password(self, password: str) -> bool:
+        """A new HTTP Basic password from the CSMS: kept (used from the next connection) unless this
+        charger is set to refuse it."""
+        if not self.options.accept_new_password:
+            return False
+        self.options.password = password
+        log.info("%s: new password accepted; reconnecting with it", self.id)
+        return True
+
+    async def reconnect_with_new_password(self) -> None:
+        """After the reply accepting a new password: drop the link; the reconnect uses the new one."""
+        await self.disconnect()
 
     def _headers(self) -> dict[str, str]:
         if self.options.password is None:

@@ -380,7 +380,19 @@ class ChargePoint16(ChargePoint):
         return Reply(out)
 
     async def _on_ChangeConfiguration(self, p: dict[str, Any]) -> Reply:
+        if p["key"] == "AuthorizationKey":
+            return self._change_authorization_key(str(p["value"]))
         return Reply({"status": self.change_configuration(str(p["key"]), str(p["value"]))})
+
+    def _change_authorization_key(self, value: str) -> Reply:
+        """1.6 security whitepaper: AuthorizationKey is write-only, the hex of a 16-20 byte password."""
+        try:
+            password = bytes.fromhex(value).decode()
+        except ValueError:  # not hex, or not text (this simulator sends text passwords)
+            return Reply({"status": "Rejected"})
+        if not 16 <= len(password.encode()) <= 20 or not self.take_new_password(password):
+            return Reply({"status": "Rejected"})
+        return Reply({"status": "Accepted"}, then=self.reconnect_with_new_password)
 
     async def _on_TriggerMessage(self, p: dict[str, Any]) -> Reply:
         what = p["requestedMessage"]

@@ -6,6 +6,7 @@ Each connector of the simulator is its own EVSE (``evseId`` = connector number, 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from chargepoint_sim.chargepoint import (
@@ -473,19 +474,32 @@ class ChargePoint201(ChargePoint):
             results.append(res)
         return Reply({"getVariableResult": results})
 
+    def _set_basic_auth_password(self, value: str) -> str:
+        """A01: a passwordString of 16 to 40 characters; write-only (never reported)."""
+        if not 16 <= len(value) <= 40 or not all(
+            c.isascii() and (c.isalnum() or c in "*-_=:+|@.") for c in value
+        ):
+            return "Rejected"
+        return "Accepted" if self.take_new_password(value) else "Rejected"
+
     async def _on_SetVariables(self, p: dict[str, Any]) -> Reply:
         results = []
+        then: Callable[[], Coroutine[Any, Any, None]] | None = None
         for item in p["setVariableData"]:
             comp, var = item["component"], item["variable"]
             attr = item.get("attributeType", "Actual")
             if attr != "Actual":
                 status = "NotSupportedAttributeType"
+            elif (comp["name"], var["name"]) == ("SecurityCtrlr", "BasicAuthPassword"):
+                status = self._set_basic_auth_password(str(item["attributeValue"]))
+                if status == "Accepted":
+                    then = self.reconnect_with_new_password
             else:
                 status = self.set_variable(comp["name"], var["name"], str(item["attributeValue"]))
             results.append(
                 {"attributeType": attr, "attributeStatus": status, "component": comp, "variable": var}
             )
-        return Reply({"setVariableResult": results})
+        return Reply({"setVariableResult": results}, then=then)
 
     async def _on_GetBaseReport(self, p: dict[str, Any]) -> Reply:
         request_id = int(p["requestId"])

@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import secrets
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,18 @@ def hash_password(password: str) -> str:
     digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
     encoded_salt, encoded_digest = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encoded_salt}${encoded_digest}"
+
+
+# OCPP's passwordString characters (2.0.1 part 2, primitive datatypes); 1.6 takes any bytes (as hex)
+CHARGER_PASSWORD_PATTERN = r"^[A-Za-z0-9*\-_=:+|@.]+$"
+CHARGER_PASSWORD_MIN = 16  # both versions
+CHARGER_PASSWORD_MAX = {"1.6": 20, "2.0.1": 40}  # 1.6: AuthorizationKey is at most 40 hex digits
+_GENERATED_ALPHABET = string.ascii_letters + string.digits
+
+
+def generate_charger_password(length: int = 20) -> str:
+    """A random charger password (20 letters and digits, about 119 bits) that both versions accept."""
+    return "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(length))
 
 
 def verify_password(password: str, stored: str) -> bool:

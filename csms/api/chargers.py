@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -35,7 +38,15 @@ from csms.charging import control
 from csms.charging.service import ChargingService
 from csms.db.models import Charger, Connector, TariffRow
 from csms.ocpp.registry import ConnectionRegistry
-from csms.security import hash_password
+from csms.security import (
+    CHARGER_PASSWORD_MAX,
+    CHARGER_PASSWORD_MIN,
+    CHARGER_PASSWORD_PATTERN,
+    generate_charger_password,
+    hash_password,
+)
+
+log = logging.getLogger("csms.api.chargers")
 
 router = APIRouter(prefix="/api/v1/chargers", tags=["chargers"], dependencies=[Depends(require_operator)])
 
@@ -242,3 +253,103 @@ async def send_command(
         raise Problem(
             FAILURE_STATUS.get(exc.reason, 502), "Command failed", str(exc), reason=exc.reason
         ) from None
+
+
+# ------------------------------------------------------------------------------ password rotation
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str | None = Field(
+        default=None,
+        min_length=CHARGER_PASSWORD_MIN,
+        max_length=max(CHARGER_PASSWORD_MAX.values()),
+        pattern=CHARGER_PASSWORD_PATTERN,
+        description="The new password (16-20 characters for OCPP 1.6, 16-40 for 2.0.1; letters, digits and "
+        "*-_=:+|@.); none: satwatt makes a random one.",
+    )
+
+
+class PasswordChanged(BaseModel):
+    charger_id: str
+    password: str = Field(description="The new password, shown this once (only its hash is kept).")
+    protocol: str = Field(description="The OCPP version it was sent with.")
+    configuration_key: str = Field(
+        description="AuthorizationKey (1.6, sent as the hex of the password) or "
+        "SecurityCtrlr.BasicAuthPassword (2.0.1)."
+    )
+    status: str = Field(description="The charger's answer: always Accepted here.")
+
+
+PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPassword"}
+
+
+@router.post(
+    "/{charger_id}/password",
+    response_model=PasswordChanged,
+    summary="Give a connected charger a new password through OCPP, kept only if the charger accepts it",
+)
+async def change_password(
+    charger_id: str,
+    service: Service,
+    registry: Registry,
+    response: Response,
+    body: PasswordChange | None = None,
+) -> PasswordChanged:
+    """Send a new HTTP Basic password to the charger (1.6 ChangeConfiguration AuthorizationKey, as the
+    security whitepaper says: the hex of the password; 2.0.1 SetVariables SecurityCtrlr.BasicAuthPassword).
+    satwatt stores the new password's hash only when the charger answers Accepted; otherwise the old
+    password stays. The charger uses the new password from its next connection."""
+    await _load(service, charger_id)
+    connection = registry.get(charger_id)
+    if connection is None:
+        raise Problem(409, "Command failed", f"charger {charger_id} is not connected", reason="not_connected")
+    version = connection.version
+    password = body.password if body is not None and body.password is not None else None
+    if password is not None and len(password) > CHARGER_PASSWORD_MAX[version]:
+        raise Problem(
+            422,
+            "Invalid request",
+            f"password: OCPP {version} takes at most {CHARGER_PASSWORD_MAX[version]} characters",
+            errors=[{"field": "password", "message": f"at most {CHARGER_PASSWORD_MAX[version]} characters"}],
+        )
+    password = password or generate_charger_password()
+    new_hash = await asyncio.to_thread(hash_password, password)
+    key = PASSWORD_KEYS[version]
+    value = password.encode().hex() if version == "1.6" else password
+    try:
+        result = await registry.execute(charger_id, cmd.SetConfiguration(key, value))
+    except cmd.CommandFailed as exc:
+        if exc.reason == "timeout":  # it may have taken the password: the operator must be able to set it
+            raise Problem(
+                504,
+                "Command failed",
+                f"{exc}; the password is unchanged in satwatt, but the charger may have taken the new one: "
+                "if it cannot reconnect, set unconfirmed_password with PATCH /api/v1/chargers/{id}",
+                reason="timeout",
+                unconfirmed_password=password,
+                headers={"Cache-Control": "no-store"},
+            ) from None
+        raise Problem(
+            FAILURE_STATUS.get(exc.reason, 502), "Command failed", str(exc), reason=exc.reason
+        ) from None
+    if result.status != "Accepted":
+        log.warning("%s: refused a new password (%s); the old one stays", charger_id, result.status)
+        raise Problem(
+            409,
+            "Password not changed",
+            f"the charger answered {result.status} to {key}; the old password stays",
+            reason="rejected",
+        )
+    async with service.db.begin() as db:
+        charger = await db.get(Charger, charger_id)
+        if charger is None:  # removed meanwhile
+            raise Problem(404, "Charger not found", f"no charger with id {charger_id!r}")
+        charger.password_hash = new_hash
+    log.info("%s: password changed through %s (OCPP %s)", charger_id, key, version)
+    response.headers["Cache-Control"] = "no-store"
+    return PasswordChanged(
+        charger_id=charger_id,
+        password=password,
+        protocol=version,
+        configuration_key=key,
+        status=result.status,
+    )
