@@ -60,7 +60,11 @@ async def open_lightning(settings: Settings) -> LightningNode:
         return LightningNode(runtime, [f"  Lightning          LND at {config.grpc_address}"])
     nodes = simnet_nodes(settings.simnet_cars)
     runtime = await start_lightning(
-        "simnet", data_dir=settings.data_dir, simnet_port=settings.simnet_port, simnet_nodes=nodes
+        "simnet",
+        data_dir=settings.data_dir,
+        simnet_port=settings.simnet_port,
+        simnet_nodes=nodes,
+        simnet_autopay_ms=settings.simnet_autopay_ms,
     )
     assert runtime.simnet is not None
     simnet = runtime.simnet
@@ -71,6 +75,11 @@ async def open_lightning(settings: Settings) -> LightningNode:
             f"  Lightning          simnet (simulated, regtest) at {simnet.address}",
             f"     TLS cert        {simnet.tls_cert_path}",
             f"     payer nodes     {payers}: macaroons in {simnet.data_dir}/<node>/admin.macaroon",
+            *(
+                [f"     auto-pay        car1 pays every invoice after {settings.simnet_autopay_ms} ms"]
+                if settings.simnet_autopay_ms is not None
+                else []
+            ),
         ],
     )
 

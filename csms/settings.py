@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     )
     simnet_port: int = Field(default=10009, ge=0, le=65535, description="The simnet's gRPC port (0: any).")
     simnet_cars: int = Field(default=3, ge=0, le=1000, description="Payer nodes car1..carN in the simnet.")
+    simnet_autopay_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=3_600_000,
+        description="Fleet benchmarks: the simnet's car1 pays every invoice of satwatt this many ms after "
+        "its creation (unset: off).",
+    )
     lnd_grpc: str | None = Field(default=None, description="LND gRPC host:port.")
     lnd_tls_cert: Path | None = Field(default=None, description="LND's tls.cert.")
     lnd_macaroon: Path | None = Field(default=None, description="An LND macaroon that can create invoices.")
@@ -116,7 +123,7 @@ class Settings(BaseSettings):
     )
     remote_start_timeout_s: int = Field(
         default=120,
-        ge=5,
+        ge=1,
         le=3600,
         description="How long a remote start may wait for its transaction (a car plugging in) before the "
         "session is given up, as chargers do after their ConnectionTimeOut.",
@@ -182,6 +189,16 @@ class Settings(BaseSettings):
         for path in (self.lnd_tls_cert, self.lnd_macaroon):
             if path is not None and not path.is_file():
                 raise ValueError(f"LND file {path} does not exist")
+        return self
+
+    @model_validator(mode="after")
+    def _check_autopay(self) -> Settings:
+        if self.simnet_autopay_ms is None:
+            return self
+        if self.lightning_backend != "simnet":
+            raise ValueError("CSMS_SIMNET_AUTOPAY_MS needs CSMS_LIGHTNING_BACKEND=simnet")
+        if self.simnet_cars < 1:
+            raise ValueError("CSMS_SIMNET_AUTOPAY_MS needs CSMS_SIMNET_CARS >= 1 (car1 pays)")
         return self
 
     @property

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightning.lnd import LndBackend, LndConfig, RetryPolicy
-from lightning.simnet import DEFAULT_NODES, NodeSpec, Simnet
+from lightning.simnet import DEFAULT_NODES, AutoPay, NodeSpec, Simnet
 
 BACKEND_KINDS = ("simnet", "lnd")
 
@@ -49,13 +49,23 @@ async def start_lightning(
     seller_macaroon: str = "admin",
     environ: Mapping[str, str] | None = None,
     retry: RetryPolicy | None = None,
+    simnet_autopay_ms: int | None = None,
+    simnet_autopay_payer: str = "car1",
 ) -> LightningRuntime:
-    """Start the backend named by ``kind`` (``CSMS_LIGHTNING_BACKEND``): "simnet" or "lnd"."""
+    """Start the backend named by ``kind`` (``CSMS_LIGHTNING_BACKEND``): "simnet" or "lnd".
+
+    ``simnet_autopay_ms``: the simnet's node ``simnet_autopay_payer`` pays every invoice of the
+    seller node that many milliseconds after its creation (fleet benchmarks; None = off)."""
     if kind == "lnd":
         return LightningRuntime(backend=LndBackend(LndConfig.from_env(environ), retry=retry))
     if kind != "simnet":
         raise ValueError(f"unknown Lightning backend {kind!r}; one of {', '.join(BACKEND_KINDS)}")
-    simnet = Simnet(Path(data_dir) / "simnet", host=simnet_host, port=simnet_port, nodes=simnet_nodes)
+    autopay = None
+    if simnet_autopay_ms is not None:
+        autopay = AutoPay(payer=simnet_autopay_payer, payee=seller_node, delay_s=simnet_autopay_ms / 1000)
+    simnet = Simnet(
+        Path(data_dir) / "simnet", host=simnet_host, port=simnet_port, nodes=simnet_nodes, autopay=autopay
+    )
     await simnet.start()
     try:
         config = LndConfig.from_simnet(simnet, seller_node, seller_macaroon)

@@ -9,7 +9,7 @@ Embed it::
 Standalone: ``python -m lightning.simnet --help`` or the console script ``lightning-simnet``.
 """
 
-from lightning.simnet.network import DEFAULT_NODES, Faults, FeePolicy, NodeSpec
+from lightning.simnet.network import DEFAULT_NODES, AutoPay, Faults, FeePolicy, NodeSpec
 from lightning.simnet.simnet import NodeFiles, Simnet
 
-__all__ = ["DEFAULT_NODES", "Faults", "FeePolicy", "NodeFiles", "NodeSpec", "Simnet"]
+__all__ = ["DEFAULT_NODES", "AutoPay", "Faults", "FeePolicy", "NodeFiles", "NodeSpec", "Simnet"]

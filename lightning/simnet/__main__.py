@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.simnet.network import DEFAULT_NODES, Faults, FeePolicy, NodeSpec
+from lightning.simnet.network import DEFAULT_NODES, AutoPay, Faults, FeePolicy, NodeSpec
 from lightning.simnet.simnet import Simnet
 
 log = logging.getLogger("lightning.simnet")
@@ -41,6 +41,16 @@ def _node(text: str) -> NodeSpec:
         return NodeSpec(name, int(balance)) if balance else NodeSpec(name)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"bad balance in {text!r}") from exc
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--startup-delay", type=float, default=0.0, help="seconds of LND's 'starting up' phase")
     p.add_argument("--seed", type=int, default=None, help="seed of the failure injection RNG")
+    p.add_argument(
+        "--autopay-ms",
+        type=_non_negative_int,
+        default=None,
+        metavar="MS",
+        help="auto-pay: the payer node pays every invoice of the payee node MS milliseconds after "
+        "its creation, through the normal payment path (off unless given; for fleet benchmarks)",
+    )
+    p.add_argument("--autopay-payer", default="car1", help="auto-pay: the paying node")
+    p.add_argument("--autopay-payee", default="satwatt", help="auto-pay: the node whose invoices get paid")
     p.add_argument(
         "--admin-port", type=int, default=0, help="JSON admin API port on 127.0.0.1 (0 = free port, -1 = off)"
     )
@@ -179,6 +199,11 @@ async def run(args: argparse.Namespace) -> None:
         fees=FeePolicy(hops=args.hops, base_fee_msat=args.base_fee_msat, fee_rate_ppm=args.fee_ppm),
         faults=faults,
         seed=args.seed,
+        autopay=(
+            AutoPay(payer=args.autopay_payer, payee=args.autopay_payee, delay_s=args.autopay_ms / 1000)
+            if args.autopay_ms is not None
+            else None
+        ),
     )
     await simnet.start()
     admin = AdminApi(simnet)
@@ -219,7 +244,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(run(args))
+    try:
+        asyncio.run(run(args))
+    except ValueError as exc:  # a setting the simnet refused, e.g. an auto-pay node it does not have
+        print(f"lightning-simnet: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

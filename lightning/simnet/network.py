@@ -120,6 +120,28 @@ class Faults:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class AutoPay:
+    """A payer node that pays every invoice the payee node issues, ``delay_s`` after its creation,
+    through the normal payment path (balances move, settle events flow as for any payment).
+
+    For fleet benchmarks: every charger's invoices get paid without a payer agent per car. Hold
+    invoices get their HTLC (ACCEPTED); zero-amount invoices are left alone (no amount to pay).
+    """
+
+    payer: str = "car1"
+    payee: str = "satwatt"
+    delay_s: float = 0.0
+    timeout_s: int = 60
+
+
+@dataclass
+class AutoPayStats:
+    started: int = 0  # payments sent (each then succeeds or fails like any payment)
+    refused: int = 0  # not sent: the node refused the payment (e.g. expired, already paid)
+    skipped: int = 0  # zero-amount invoices
+
+
 @dataclass
 class FeePolicy:
     hops: int = 1  # intermediate hops between two distinct simnet nodes
@@ -188,6 +210,7 @@ class Network:
         fees: FeePolicy | None = None,
         faults: Faults | None = None,
         seed: int | None = None,
+        autopay: AutoPay | None = None,
     ) -> None:
         self.store = store
         self.fees = fees or FeePolicy()
@@ -205,7 +228,19 @@ class Network:
         self._expiries: list[tuple[int, str, bytes]] = []  # heap of (expiry time, node, r_hash)
         self._by_payreq: dict[str, tuple[str, bytes]] = {}  # payment request -> (node, r_hash)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks_running = False
         self._load(nodes)
+        self.autopay = autopay
+        self.autopay_stats = AutoPayStats()
+        if autopay is not None:
+            for role, name in (("payer", autopay.payer), ("payee", autopay.payee)):
+                if name not in self.nodes:
+                    known = ", ".join(sorted(self.nodes))
+                    raise ValueError(f"auto-pay {role} {name!r} is not a node of the simnet ({known})")
+            if autopay.payer == autopay.payee:
+                raise ValueError("auto-pay payer and payee must be two different nodes")
+            if autopay.delay_s < 0:
+                raise ValueError("auto-pay delay must not be negative")
 
     # ---- loading -------------------------------------------------------------------------------
     def _load(self, specs: list[NodeSpec] | tuple[NodeSpec, ...]) -> None:
@@ -271,9 +306,11 @@ class Network:
 
     # ---- background ----------------------------------------------------------------------------
     def start(self) -> None:
+        self._tasks_running = True
         self._spawn(self._expiry_loop())
 
     async def stop(self) -> None:
+        self._tasks_running = False
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -461,7 +498,38 @@ class Network:
         proto = self.invoice_proto(inv)
         self._emit(self.invoice_events, node_name, ("add", proto))
         self._emit(self.single_events, (node_name, r_hash), proto)
+        if self.autopay is not None and node_name == self.autopay.payee:
+            self.store.after_commit(lambda: self._schedule_autopay(inv))
         return inv
+
+    def _schedule_autopay(self, inv: InvoiceRow) -> None:
+        assert self.autopay is not None
+        loop = asyncio.get_running_loop()
+        if self.autopay.delay_s > 0:
+            loop.call_later(self.autopay.delay_s, self._autopay, inv)
+        else:
+            loop.call_soon(self._autopay, inv)
+
+    def _autopay(self, inv: InvoiceRow) -> None:
+        autopay = self.autopay
+        if autopay is None or not self._tasks_running:
+            return
+        if not inv.value_msat:
+            self.autopay_stats.skipped += 1
+            return
+        try:
+            self.start_payment(
+                autopay.payer,
+                inv.payment_request,
+                amt_msat=0,
+                fee_limit_msat=self.fees.fee_for(inv.value_msat),
+                timeout_s=autopay.timeout_s,
+            )
+        except RpcError as exc:
+            self.autopay_stats.refused += 1
+            log.debug("auto-pay of %s refused: %s", inv.r_hash.hex(), exc.details)
+        else:
+            self.autopay_stats.started += 1
 
     def _encode_bolt11(
         self,

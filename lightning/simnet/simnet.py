@@ -14,7 +14,7 @@ import grpc
 
 from lightning.keepalive import LND_KEEPALIVE, KeepalivePolicy
 from lightning.simnet import macaroons
-from lightning.simnet.network import DEFAULT_NODES, Faults, FeePolicy, Network, NodeSpec
+from lightning.simnet.network import DEFAULT_NODES, AutoPay, Faults, FeePolicy, Network, NodeSpec
 from lightning.simnet.server import ERR_STARTING_UP, ERR_UNAVAILABLE, add_services
 from lightning.simnet.store import PaymentRow, Store
 from lightning.simnet.tls import ensure_tls_cert
@@ -50,9 +50,11 @@ class Simnet:
         faults: Faults | None = None,
         seed: int | None = None,
         keepalive: KeepalivePolicy = LND_KEEPALIVE,
+        autopay: AutoPay | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.keepalive = keepalive
+        self.autopay = autopay
         self.host = host
         self._requested_port = port
         self.port = port
@@ -119,7 +121,14 @@ class Simnet:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         ensure_tls_cert(self.tls_cert_path, self.tls_key_path, (self.host,))
         self._store = Store(self.data_dir / "simnet.db")
-        self.network = Network(self._store, self._specs, self._fees, self.faults, self._seed)
+        try:
+            self.network = Network(
+                self._store, self._specs, self._fees, self.faults, self._seed, autopay=self.autopay
+            )
+        except BaseException:
+            self._store.close()
+            self._store = None
+            raise
         self._write_macaroons()
         self.network.start()
         try:
@@ -187,6 +196,11 @@ class Simnet:
     def summary(self) -> str:
         """Where everything is, for printing at start-up (paths, pubkeys, lndconnect URIs)."""
         lines = [f"grpc      {self.address}", f"tls.cert  {self.tls_cert_path.resolve()}"]
+        if self.autopay is not None:
+            lines.append(
+                f"autopay   {self.autopay.payer} pays every invoice of {self.autopay.payee} "
+                f"after {self.autopay.delay_s * 1000:g} ms"
+            )
         for node in self.node_files():
             lines += [
                 f"node      {node.name} pubkey={node.pubkey}",
