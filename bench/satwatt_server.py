@@ -203,6 +203,16 @@ async def create_payer(
     return dict(reply.json())
 
 
+async def patch_default_tariff(client: httpx.AsyncClient, **fields: int) -> dict[str, Any]:
+    """Change the `default` tariff (every charger's unless assigned another) for new sessions."""
+    tariffs = (await client.get("/api/v1/tariffs")).json()
+    default = next(t for t in tariffs if t["name"] == "default")
+    reply = await client.patch(f"/api/v1/tariffs/{default['id']}", json=fields)
+    if reply.status_code != 200:
+        raise RuntimeError(f"changing the default tariff: {reply.status_code} {reply.text[:300]}")
+    return dict(reply.json())
+
+
 async def session_summary(client: httpx.AsyncClient) -> dict[str, Any]:
     """Sessions by state, how many were sold, energy and msat billed (the newest 100,000 sessions)."""
     states: Counter[str] = Counter()

@@ -11,8 +11,10 @@ the energy register growing at 11 kW) for --duration seconds. The servers:
 * satwatt: `csms serve` on a fresh SQLite data directory (or --database-url) with the embedded
   Lightning simnet; the chargers registered through the REST API with passwords (HTTP Basic); a payer
   registered with `POST /api/v1/payers` owns the id tags, so every session is sold to the payer and
-  invoiced at the simnet (nobody pays during the window; the default tariff's allowance and grace keep
-  the sessions charging for that long; the session states are reported);
+  invoiced at the simnet. Nobody pays during the window, so the default tariff's allowance is raised
+  (--allowance-wh, grace 1 h) to keep the sessions charging rather than suspended; `--allowance-wh 0`
+  keeps the shipped tariff (the sessions are then suspended after about 50 Wh; their states are
+  reported either way);
 * bare: `bench/peers/ocpp16_bare.py`, the library's documented example shape, no storage;
 * sqlite: `bench/peers/ocpp16_sqlite.py`, the same with one SQLite commit per MeterValues message.
 
@@ -49,6 +51,7 @@ from satwatt_server import (  # noqa: E402  (beside this script)
     free_port,
     migrate,
     operator,
+    patch_default_tariff,
     register_chargers,
     session_summary,
 )
@@ -120,10 +123,14 @@ async def run_satwatt(args: argparse.Namespace) -> dict[str, Any]:
             async with operator(server.http) as client:
                 await register_chargers(client, charger_ids(args.chargers))
                 payer = await create_payer(client, [ID_TAG])
+                tariff = None
+                if args.allowance_wh is not None:
+                    tariff = await patch_default_tariff(client, allowance_wh=args.allowance_wh, grace_s=3600)
                 report = await run_load(server.ocpp, args, CHARGER_PASSWORD)
                 report["server_rss_kb"] = rss_kb(server.pid)
                 report["satwatt_sessions"] = await session_summary(client)
                 report["satwatt_sessions"]["payer_id"] = payer["id"]
+                report["satwatt_tariff"] = tariff
         except BaseException:
             print(server.log_tail(), file=sys.stderr)
             raise
@@ -246,6 +253,13 @@ def main() -> None:
         help="satwatt on this (empty, PostgreSQL) database instead of SQLite; migrated first",
     )
     parser.add_argument(
+        "--allowance-wh",
+        type=int,
+        default=100_000,
+        help="satwatt: the default tariff's unpaid allowance for the run (default 100000 Wh, grace 1 h: the "
+        "sold sessions keep charging unpaid); 0 keeps the shipped tariff",
+    )
+    parser.add_argument(
         "--satwatt-rev",
         metavar="REV",
         help="run satwatt as committed at this git revision (e.g. HEAD; exported to a temporary directory) "
@@ -262,6 +276,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.satwatt_commit = None
+    if args.allowance_wh == 0:
+        args.allowance_wh = None
     if args.chargers < 1 or args.duration <= 0:
         parser.error("--chargers must be >= 1 and --duration > 0")
     result = asyncio.run(run(args))
