@@ -66,3 +66,8 @@ async def principal_of(request: Request, token: str | None = None) -> Principal:
     if session_number is not None:
         return Principal("session", session_number=session_number)
     raise Problem(403, "Forbidden", "this token gives no access here")
+
+
+async def caller_of(request: Request) -> Principal:
+    """FastAPI dependency: the caller, from ``Authorization: Bearer`` only (tokens stay out of URLs)."""
+    return await principal_of(request)

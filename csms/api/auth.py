@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
 
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from csms.api.document import OPERATOR_KEY, SECURITY_SCHEMES
 from csms.api.problems import Problem
 from csms.security import ApiKey
+
+#: Declares the operator key in the OpenAPI document; the key itself is checked by ``require_operator``.
+operator_key = HTTPBearer(
+    scheme_name=OPERATOR_KEY, description=SECURITY_SCHEMES[OPERATOR_KEY]["description"], auto_error=False
+)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -14,7 +23,9 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def require_operator(request: Request) -> None:
+async def require_operator(
+    request: Request, _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(operator_key)]
+) -> None:
     """FastAPI dependency: the request must carry the operator's API key."""
     api_key: ApiKey = request.app.state.api_key
     token = bearer_token(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from csms.api.auth import require_operator
 from csms.api.deps import registry_of, service_of
+from csms.api.document import errors
 from csms.api.problems import Problem
 from csms.api.schemas import (
     ChangeAvailabilityBody,
@@ -48,7 +50,12 @@ from csms.security import (
 
 log = logging.getLogger("csms.api.chargers")
 
-router = APIRouter(prefix="/api/v1/chargers", tags=["chargers"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    prefix="/api/v1/chargers",
+    tags=["chargers"],
+    dependencies=[Depends(require_operator)],
+    responses=errors(401),
+)
 
 Service = Annotated[ChargingService, Depends(service_of)]
 Registry = Annotated[ConnectionRegistry, Depends(registry_of)]
@@ -108,7 +115,9 @@ async def _load(service: ChargingService, charger_id: str) -> tuple[Charger, lis
     return charger, connectors
 
 
-@router.post("", status_code=201, response_model=ChargerOut, summary="Register a charger")
+@router.post(
+    "", status_code=201, response_model=ChargerOut, summary="Register a charger", responses=errors(409, 422)
+)
 async def register_charger(
     body: ChargerCreate, service: Service, registry: Registry, response: Response
 ) -> ChargerOut:
@@ -130,7 +139,7 @@ async def register_charger(
                 409, "Charger already registered", f"a charger with id {body.id!r} exists"
             ) from None
     charger, connectors = await _load(service, body.id)
-    response.headers["Location"] = f"/api/v1/chargers/{body.id}"
+    response.headers["Location"] = f"/api/v1/chargers/{quote(body.id, safe='')}"
     return charger_out(charger, connectors, registry)
 
 
@@ -145,13 +154,18 @@ async def list_chargers(service: Service, registry: Registry) -> list[ChargerOut
     return [charger_out(c, by_charger.get(c.id, []), registry) for c in chargers]
 
 
-@router.get("/{charger_id}", response_model=ChargerOut, summary="Show one charger")
+@router.get("/{charger_id}", response_model=ChargerOut, summary="Show one charger", responses=errors(404))
 async def get_charger(charger_id: str, service: Service, registry: Registry) -> ChargerOut:
     charger, connectors = await _load(service, charger_id)
     return charger_out(charger, connectors, registry)
 
 
-@router.patch("/{charger_id}", response_model=ChargerOut, summary="Change a charger's settings")
+@router.patch(
+    "/{charger_id}",
+    response_model=ChargerOut,
+    summary="Change a charger's settings",
+    responses=errors(404, 422),
+)
 async def update_charger(
     charger_id: str, body: ChargerUpdate, service: Service, registry: Registry
 ) -> ChargerOut:
@@ -185,7 +199,9 @@ async def update_charger(
     return charger_out(charger, connectors, registry)
 
 
-@router.delete("/{charger_id}", status_code=204, summary="Remove a charger and its history")
+@router.delete(
+    "/{charger_id}", status_code=204, summary="Remove a charger and its history", responses=errors(404)
+)
 async def delete_charger(charger_id: str, service: Service, registry: Registry) -> Response:
     async with service.db.begin() as db:
         charger = await db.get(Charger, charger_id)
@@ -226,6 +242,7 @@ FAILURE_STATUS = {"not_connected": 409, "timeout": 504, "call_error": 502, "inva
     "/{charger_id}/commands",
     response_model=CommandOut,
     summary="Send a command to a connected charger and return its answer",
+    responses=errors(404, 409, 422, 502, 504),
 )
 async def send_command(
     charger_id: str, body: CommandBody, service: Service, registry: Registry
@@ -286,6 +303,7 @@ PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPas
     "/{charger_id}/password",
     response_model=PasswordChanged,
     summary="Give a connected charger a new password through OCPP, kept only if the charger accepts it",
+    responses=errors(404, 409, 422, 502, 504),
 )
 async def change_password(
     charger_id: str,

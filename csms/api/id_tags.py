@@ -9,16 +9,28 @@ from sqlalchemy import select
 
 from csms.api.auth import require_operator
 from csms.api.deps import service_of
+from csms.api.document import errors
 from csms.api.problems import Problem
 from csms.api.schemas import IdTagCreate, IdTagOut
 from csms.charging.service import ChargingService
 from csms.db.models import IdTag
 
-router = APIRouter(prefix="/api/v1/id-tags", tags=["id tags"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    prefix="/api/v1/id-tags",
+    tags=["id tags"],
+    dependencies=[Depends(require_operator)],
+    responses=errors(401),
+)
 Service = Annotated[ChargingService, Depends(service_of)]
 
 
-@router.post("", status_code=201, response_model=IdTagOut, summary="Register or update an id tag")
+@router.post(
+    "",
+    status_code=201,
+    response_model=IdTagOut,
+    summary="Register or update an id tag",
+    responses=errors(422),
+)
 async def put_id_tag(body: IdTagCreate, service: Service) -> IdTagOut:
     async with service.db.begin() as db:
         tag = await db.get(IdTag, body.id_tag)
@@ -38,7 +50,7 @@ async def list_id_tags(service: Service) -> list[IdTagOut]:
         return [IdTagOut.model_validate(t, from_attributes=True) for t in await db.scalars(select(IdTag))]
 
 
-@router.delete("/{id_tag}", status_code=204, summary="Forget an id tag")
+@router.delete("/{id_tag}", status_code=204, summary="Forget an id tag", responses=errors(404))
 async def delete_id_tag(id_tag: str, service: Service) -> Response:
     async with service.db.begin() as db:
         tag = await db.get(IdTag, id_tag)

@@ -8,24 +8,27 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from csms.api.access import digest, new_token
 from csms.api.auth import require_operator
 from csms.api.deps import service_of
+from csms.api.document import errors
 from csms.api.problems import Problem
+from csms.api.schemas import Strict
 from csms.charging.service import ChargingService
 from csms.db.models import IdTag, Payer
 
-router = APIRouter(prefix="/api/v1/payers", tags=["payers"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    prefix="/api/v1/payers", tags=["payers"], dependencies=[Depends(require_operator)], responses=errors(401)
+)
 Service = Annotated[ChargingService, Depends(service_of)]
 
 IdTagText = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[\x21-\x7e]+$")]
 
 
-class PayerCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PayerCreate(Strict):
     name: str = Field(min_length=1, max_length=100)
     id_tags: list[IdTagText] = Field(default_factory=list, max_length=100)
 
@@ -46,7 +49,13 @@ async def _tags_of(service: ChargingService, payer_id: str) -> list[str]:
         return sorted(await db.scalars(select(IdTag.id_tag).where(IdTag.payer_id == payer_id)))
 
 
-@router.post("", status_code=201, response_model=PayerCreated, summary="Create a payer with its id tags")
+@router.post(
+    "",
+    status_code=201,
+    response_model=PayerCreated,
+    summary="Create a payer with its id tags",
+    responses=errors(409, 422),
+)
 async def create_payer(body: PayerCreate, service: Service, response: Response) -> PayerCreated:
     token = new_token("pt_")
     payer = Payer(id="p_" + secrets.token_hex(6), name=body.name, token_hash=digest(token))
@@ -81,7 +90,7 @@ async def list_payers(service: Service) -> list[PayerOut]:
     ]
 
 
-@router.get("/{payer_id}", response_model=PayerOut, summary="Show a payer")
+@router.get("/{payer_id}", response_model=PayerOut, summary="Show a payer", responses=errors(404))
 async def get_payer(payer_id: str, service: Service) -> PayerOut:
     async with service.db() as db:
         payer = await db.get(Payer, payer_id)

@@ -7,9 +7,32 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(BaseModel):
+    field: str = Field(description='Where the value is, dotted ("schedule.windows.0.end"); "(body)" for all.')
+    message: str
+
+
+class ProblemBody(BaseModel):
+    """What every error answer carries (RFC 9457)."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+    type: str = Field(default="about:blank", description="Always about:blank: the status says what kind.")
+    title: str = Field(description="A short summary of the kind of problem.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str | None = Field(default=None, description="What exactly went wrong with this request.")
+    errors: list[ProblemError] | None = Field(default=None, description="Every invalid value (422 only).")
+    reason: str | None = Field(
+        default=None,
+        description="Why a command to a charger failed: not_connected, timeout, call_error, invalid; "
+        "or why a session cannot start: not_connected, busy.",
+    )
 
 
 class Problem(Exception):
@@ -41,12 +64,31 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def invalid(field: str, message: str) -> Problem:
+    """A 422 for one invalid value, in the shape request validation uses."""
+    return Problem(
+        422, "Invalid request", f"{field}: {message}", errors=[{"field": field, "message": message}]
+    )
+
+
 def _field(location: tuple[Any, ...]) -> str:
     parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "(body)"
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of ``app`` answers at ``path`` (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m))
+
+
 def install(app: FastAPI) -> None:
+    from csms.api import document
+
     @app.exception_handler(Problem)
     async def _problem(_request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.title, exc.detail, headers=exc.headers, **exc.extra)
@@ -61,6 +103,21 @@ def install(app: FastAPI) -> None:
         return problem_response(422, "Invalid request", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            allow = ", ".join(allowed_methods(request.app, request.url.path))
+            return problem_response(
+                405,
+                "Method not allowed",
+                f"{request.method} is not allowed here; allowed: {allow}",
+                headers={**(headers or {}), "Allow": allow},
+            )
+        if exc.status_code == 400:  # FastAPI's only 400: a body that could not be read as text
+            message = "not valid JSON text (it must be UTF-8)"
+            return problem_response(
+                422, "Invalid request", f"(body): {message}", errors=[{"field": "(body)", "message": message}]
+            )
         return problem_response(exc.status_code, str(exc.detail), headers=headers)
+
+    document.install(app)

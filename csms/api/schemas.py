@@ -5,13 +5,41 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 CHARGER_ID_PATTERN = r"^[A-Za-z0-9._~\-@#*+]{1,48}$"
+#: OCPP's integers (connector, EVSE and profile ids) as chargers hold them: 32-bit signed.
+INT32_MAX = 2**31 - 1
+#: A database integer (BIGINT): the most any offset or id may be.
+INT64_MAX = 2**63 - 1
+MAX_POWER_W = 10_000_000
+
+
+def _text_only(value: Any) -> Any:
+    """A date-time in a request is RFC 3339 text, never a number of seconds."""
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+def absent() -> Any:
+    """The value of an optional parameter or field that is left out. Used as ``default_factory`` so that
+    the document does not call it nullable: an explicit ``null`` is refused."""
+    return None
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and no coercion (``true`` is not an integer, ``"5"`` is not
+    a number); a whole number written 5.0 is the integer 5, as JSON Schema reads it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
+        return data
 
 
 class ChargerCreate(Strict):
@@ -30,6 +58,17 @@ class ChargerCreate(Strict):
 
 
 class ChargerUpdate(Strict):
+    """Fields left out (or null) stay as they are. A new password and remove_password: true exclude each
+    other."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["password", "remove_password"],
+                "properties": {"password": {"type": "string"}, "remove_password": {"const": True}},
+            }
+        }
+    )
     password: str | None = Field(default=None, min_length=8, max_length=64)
     remove_password: bool = False
     lenient: bool | None = None
@@ -80,8 +119,11 @@ class MeterPoint(BaseModel):
 class IdTagCreate(Strict):
     id_tag: str = Field(min_length=1, max_length=36, pattern=r"^[\x21-\x7e]+$")
     status: Literal["Accepted", "Blocked", "Expired"] = "Accepted"
-    expires_at: AwareDatetime | None = None
-    parent_id_tag: str | None = Field(default=None, max_length=36)
+    expires_at: Annotated[AwareDatetime, BeforeValidator(_text_only)] | None = Field(
+        default=None,
+        strict=False,  # text, parsed as RFC 3339
+    )
+    parent_id_tag: str | None = Field(default=None, min_length=1, max_length=36, pattern=r"^[\x21-\x7e]+$")
 
 
 class IdTagOut(BaseModel):
@@ -95,8 +137,8 @@ class IdTagOut(BaseModel):
 # ------------------------------------------------------------------ commands
 class RemoteStartBody(Strict):
     command: Literal["remote_start"]
-    connector_id: int | None = Field(default=None, ge=1)
-    power_limit_w: int | None = Field(default=None, ge=0)
+    connector_id: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    power_limit_w: int | None = Field(default=None, ge=0, le=MAX_POWER_W)
 
 
 class RemoteStopBody(Strict):
@@ -106,16 +148,16 @@ class RemoteStopBody(Strict):
 
 class SetPowerLimitBody(Strict):
     command: Literal["set_power_limit"]
-    connector_id: int = Field(ge=1)
-    limit_w: int = Field(ge=0, le=10_000_000)
-    profile_id: int = Field(default=1, ge=1)
+    connector_id: int = Field(ge=1, le=INT32_MAX)
+    limit_w: int = Field(ge=0, le=MAX_POWER_W)
+    profile_id: int = Field(default=1, ge=1, le=INT32_MAX)
     session_id: str | None = Field(default=None, description="Limit this session (TxProfile).")
 
 
 class ClearPowerLimitBody(Strict):
     command: Literal["clear_power_limit"]
-    profile_id: int = Field(ge=1)
-    connector_id: int | None = Field(default=None, ge=0)
+    profile_id: int = Field(ge=1, le=INT32_MAX)
+    connector_id: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class GetConfigurationBody(Strict):
@@ -132,7 +174,7 @@ class SetConfigurationBody(Strict):
 class TriggerMessageBody(Strict):
     command: Literal["trigger_message"]
     message: str = Field(min_length=1, max_length=64)
-    connector_id: int | None = Field(default=None, ge=0)
+    connector_id: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class ResetBody(Strict):
@@ -142,13 +184,13 @@ class ResetBody(Strict):
 
 class UnlockConnectorBody(Strict):
     command: Literal["unlock_connector"]
-    connector_id: int = Field(ge=1)
+    connector_id: int = Field(ge=1, le=INT32_MAX)
 
 
 class ChangeAvailabilityBody(Strict):
     command: Literal["change_availability"]
     operative: bool
-    connector_id: int | None = Field(default=None, ge=0)
+    connector_id: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class DataTransferBody(Strict):

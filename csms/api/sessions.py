@@ -14,13 +14,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from csms.api.access import Principal, new_token, principal_of
+from csms.api.access import Principal, caller_of, new_token, principal_of
+from csms.api.chargers import FAILURE_STATUS
 from csms.api.deps import registry_of, service_of
+from csms.api.document import ANY_TOKEN, NO_CREDENTIALS, TOKEN_QUERY, errors
 from csms.api.problems import Problem
-from csms.api.schemas import MeterPoint
+from csms.api.schemas import CHARGER_ID_PATTERN, INT64_MAX, MeterPoint, Strict, absent
 from csms.charging import commands as cmd
 from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
@@ -35,9 +37,12 @@ from lightning import LightningError
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 Service = Annotated[ChargingService, Depends(service_of)]
 Registry = Annotated[ConnectionRegistry, Depends(registry_of)]
-Caller = Annotated[Principal, Depends(principal_of)]
+Caller = Annotated[Principal, Depends(caller_of)]
 
 STATES = ("pending", "awaiting_payment", "charging", "suspended", "awaiting_payment_final", "ended")
+State = Literal["pending", "awaiting_payment", "charging", "suspended", "awaiting_payment_final", "ended"]
+#: Who may call the operations below: any token, each seeing what it gives (see csms.api.access).
+TOKENS = {"security": ANY_TOKEN}
 
 
 class InvoiceOut(BaseModel):
@@ -90,9 +95,8 @@ class SessionDetail(SessionOut):
     meter_series: list[MeterPoint]
 
 
-class WalkUpRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    charger_id: str = Field(min_length=1, max_length=48)
+class WalkUpRequest(Strict):
+    charger_id: str = Field(pattern=CHARGER_ID_PATTERN)
     connector_id: int = Field(ge=1, le=1000)
 
 
@@ -169,6 +173,8 @@ def _engine(request: Request) -> SettlementEngine:
     status_code=201,
     response_model=WalkUpCreated,
     summary="Start a paid session (walk-up): returns the first invoice and a session token",
+    responses=errors(404, 409, 422, 503),
+    openapi_extra={"security": NO_CREDENTIALS},
 )
 async def start_session(
     body: WalkUpRequest, request: Request, service: Service, registry: Registry, response: Response
@@ -215,22 +221,21 @@ async def start_session(
     )
 
 
-@router.get("", response_model=list[SessionOut], summary="List sessions the caller may see, newest first")
+@router.get(
+    "",
+    response_model=list[SessionOut],
+    summary="List sessions the caller may see, newest first",
+    responses=errors(401, 403, 422),
+    openapi_extra=TOKENS,
+)
 async def list_sessions(
     service: Service,
     caller: Caller,
-    charger_id: str | None = None,
-    state: Annotated[str | None, Query(description="One of: " + ", ".join(STATES))] = None,
+    charger_id: Annotated[str, Query(default_factory=absent)],  # absent: None (never null)
+    state: Annotated[State, Query(default_factory=absent)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> list[SessionOut]:
-    if state is not None and state not in STATES:
-        raise Problem(
-            422,
-            "Invalid request",
-            f"state: must be one of {', '.join(STATES)}",
-            errors=[{"field": "state", "message": f"must be one of {', '.join(STATES)}"}],
-        )
     query = (
         select(ChargingSession, Settlement)
         .outerjoin(Settlement, Settlement.session_number == ChargingSession.number)
@@ -250,7 +255,13 @@ async def list_sessions(
         return [session_out(s, t) for s, t in (await db.execute(query)).all()]
 
 
-@router.get("/{session_id}", response_model=SessionDetail, summary="Show a session with its meter series")
+@router.get(
+    "/{session_id}",
+    response_model=SessionDetail,
+    summary="Show a session with its meter series",
+    responses=errors(401, 403, 404),
+    openapi_extra=TOKENS,
+)
 async def get_session(session_id: str, service: Service, caller: Caller) -> SessionDetail:
     session, settlement = await _visible(service, caller, session_id)
     async with service.db() as db:
@@ -263,7 +274,13 @@ async def get_session(session_id: str, service: Service, caller: Caller) -> Sess
     return SessionDetail(**session_out(session, settlement).model_dump(), meter_series=series)
 
 
-@router.get("/{session_id}/invoices", response_model=list[InvoiceOut], summary="The session's invoices")
+@router.get(
+    "/{session_id}/invoices",
+    response_model=list[InvoiceOut],
+    summary="The session's invoices",
+    responses=errors(401, 403, 404),
+    openapi_extra=TOKENS,
+)
 async def list_invoices(session_id: str, service: Service, caller: Caller) -> list[InvoiceOut]:
     session, _ = await _visible(service, caller, session_id)
     async with service.db() as db:
@@ -275,7 +292,13 @@ async def list_invoices(session_id: str, service: Service, caller: Caller) -> li
         return [invoice_out(r) for r in rows]
 
 
-@router.post("/{session_id}/stop", response_model=SessionOut, summary="Stop a session (driver or operator)")
+@router.post(
+    "/{session_id}/stop",
+    response_model=SessionOut,
+    summary="Stop a session (driver or operator)",
+    responses=errors(401, 403, 404, 409, 502, 503, 504),
+    openapi_extra=TOKENS,
+)
 async def stop_session(
     session_id: str, request: Request, service: Service, registry: Registry, caller: Caller
 ) -> SessionOut:
@@ -292,7 +315,7 @@ async def stop_session(
             await registry.execute(session.charger_id, cmd.RemoteStop(session.ocpp_transaction_id))
         except cmd.CommandFailed as exc:
             raise Problem(
-                409 if exc.reason == "not_connected" else 502, "Stop failed", str(exc), reason=exc.reason
+                FAILURE_STATUS.get(exc.reason, 502), "Stop failed", str(exc), reason=exc.reason
             ) from None
     session, settlement = await _visible(service, caller, session_id)
     return session_out(session, settlement)
@@ -302,17 +325,19 @@ async def stop_session(
     "/{session_id}/events",
     summary="Server-sent events: meter, invoice, paid, suspended, resumed, ended",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **errors(401, 403, 404, 422),
+    },
+    openapi_extra={"security": [*ANY_TOKEN, {TOKEN_QUERY: []}]},
 )
 async def session_events(
     session_id: str,
     request: Request,
     service: Service,
-    token: Annotated[
-        str | None, Query(description="For browsers' EventSource, which cannot send headers")
-    ] = None,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int, Query(ge=0, description="Replay events after this id")] = 0,
+    last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=0, le=INT64_MAX, default_factory=absent)],
+    token: Annotated[str | None, Query(include_in_schema=False)] = None,  # documented as tokenQuery
+    after: Annotated[int, Query(ge=0, le=INT64_MAX, description="Replay events after this id")] = 0,
 ) -> StreamingResponse:
     caller = await principal_of(request, token)
     session, settlement = await _visible(service, caller, session_id)
@@ -342,6 +367,19 @@ async def session_events(
     )
 
 
+class LedgerEntry(InvoiceOut):
+    node_state: str | None = Field(description="The node's state of the invoice (reconcile=true)")
+    node_amount_paid_msat: int | None
+
+
+class Ledger(BaseModel):
+    session: SessionOut
+    invoices: list[LedgerEntry]
+    bill: dict[str, Any] | None
+    reconciled: bool
+    mismatches: list[str] = Field(description="Invoices whose paid state differs from the node's")
+
+
 LEDGER_COLUMNS = (
     "key",
     "kind",
@@ -359,7 +397,19 @@ LEDGER_COLUMNS = (
 )
 
 
-@router.get("/{session_id}/ledger", summary="The session's ledger (JSON or CSV), reconciled with the node")
+@router.get(
+    "/{session_id}/ledger",
+    summary="The session's ledger (JSON or CSV), reconciled with the node",
+    responses={
+        200: {
+            "model": Ledger,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "The ledger: JSON, or CSV with `format=csv`",
+        },
+        **errors(401, 403, 404, 422, 503),
+    },
+    openapi_extra=TOKENS,
+)
 async def ledger(
     session_id: str,
     request: Request,

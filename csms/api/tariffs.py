@@ -6,47 +6,97 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from csms.api.auth import require_operator
 from csms.api.deps import service_of
+from csms.api.document import errors
 from csms.api.problems import Problem
+from csms.api.schemas import Strict, absent
 from csms.charging.service import ChargingService
 from csms.db.models import TariffRow
 from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, TariffError
 
-router = APIRouter(prefix="/api/v1/tariffs", tags=["tariffs"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    prefix="/api/v1/tariffs",
+    tags=["tariffs"],
+    dependencies=[Depends(require_operator)],
+    responses=errors(401),
+)
 Service = Annotated[ChargingService, Depends(service_of)]
 
+#: Python's whitespace (``str.strip``) spelled out, so that every regex engine reads the class alike.
+_NOT_SPACE = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+_HHMM_OR_24 = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+PRICE = {"ge": 1_000, "le": 1_000_000_000}  # 1 sat to 1,000,000 sat per kWh: every Wh costs >= 1 msat
+DAY_S = 86_400
 
-class Window(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    start: str = Field(description="HH:MM local time, inclusive", examples=["17:00"])
-    end: str = Field(description="HH:MM local time, exclusive (before start: crosses midnight)")
+
+class Window(Strict):
+    start: str = Field(
+        pattern=_HHMM,
+        min_length=5,
+        max_length=5,
+        description="HH:MM local time, inclusive",
+        examples=["17:00"],
+    )
+    end: str = Field(
+        pattern=_HHMM_OR_24,
+        min_length=5,
+        max_length=5,
+        description="HH:MM local time, exclusive; 24:00 is midnight; before start: crosses midnight. "
+        "Must differ from start.",
+        examples=["21:00"],
+    )
+    price_msat_per_kwh: int = Field(**PRICE)
+
+
+class Schedule(Strict):
+    """Daily price windows; outside every window the base price applies. Windows must not overlap."""
+
+    zone: str = Field(
+        min_length=1,
+        max_length=64,
+        description="IANA time zone of the windows",
+        examples=["Europe/Berlin"],
+        json_schema_extra={"format": "iana-time-zone"},
+    )
+    windows: list[Window] = Field(max_length=96, description="At most 96; no two overlap.")
+
+
+class TariffChanges(Strict):
+    """Any of a tariff's fields; money in msat, energy in Wh, durations in seconds. A field left out keeps
+    its value; ``schedule: null`` removes the schedule."""
+
+    name: str = Field(default_factory=absent, min_length=1, max_length=100, pattern=_NOT_SPACE)
+    price_msat_per_kwh: int = Field(default_factory=absent, **PRICE)
+    session_fee_msat: int = Field(default_factory=absent, ge=0, le=100_000_000_000)
+    increment_wh: int = Field(default_factory=absent, ge=1, le=1_000_000)
+    min_invoice_interval_s: int = Field(default_factory=absent, ge=0, le=DAY_S)
+    allowance_wh: int = Field(default_factory=absent, ge=0, le=1_000_000)
+    grace_s: int = Field(default_factory=absent, ge=0, le=DAY_S)
+    stop_after_s: int = Field(default_factory=absent, ge=0, le=DAY_S)
+    invoice_expiry_s: int = Field(default_factory=absent, ge=1, le=DAY_S)
+    schedule: Schedule | None = Field(default_factory=absent)
+
+
+class TariffCreate(TariffChanges):
+    """A new tariff: a name, and any field left out takes the default tariff's value."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=_NOT_SPACE)
+
+
+class WindowOut(BaseModel):
+    start: str
+    end: str
     price_msat_per_kwh: int
 
 
-class Schedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    zone: str = Field(description="IANA time zone of the windows", examples=["Europe/Berlin"])
-    windows: list[Window]
-
-
-class TariffFields(BaseModel):
-    """Any of a tariff's fields; money in msat, energy in Wh, durations in seconds."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    price_msat_per_kwh: int | None = None
-    session_fee_msat: int | None = None
-    increment_wh: int | None = None
-    min_invoice_interval_s: int | None = None
-    allowance_wh: int | None = None
-    grace_s: int | None = None
-    stop_after_s: int | None = None
-    invoice_expiry_s: int | None = None
-    schedule: Schedule | None = None
+class ScheduleOut(BaseModel):
+    zone: str
+    windows: list[WindowOut]
 
 
 class TariffOut(BaseModel):
@@ -60,7 +110,7 @@ class TariffOut(BaseModel):
     grace_s: int
     stop_after_s: int
     invoice_expiry_s: int
-    schedule: Schedule | None
+    schedule: ScheduleOut | None
 
 
 def tariff_out(row: TariffRow) -> TariffOut:
@@ -79,17 +129,13 @@ def _validated(definition: dict[str, Any]) -> Tariff:
         ) from None
 
 
-def _changes(body: TariffFields) -> dict[str, Any]:
+def _changes(body: TariffChanges) -> dict[str, Any]:
     return body.model_dump(exclude_unset=True)
 
 
-@router.post("", status_code=201, response_model=TariffOut, summary="Create a tariff")
-async def create_tariff(body: TariffFields, service: Service, response: Response) -> TariffOut:
+@router.post("", status_code=201, response_model=TariffOut, summary="Create a tariff", responses=errors(422))
+async def create_tariff(body: TariffCreate, service: Service, response: Response) -> TariffOut:
     definition = {**DEFAULT_TARIFF.to_dict(), **_changes(body)}
-    if body.name is None:
-        raise Problem(
-            422, "Invalid tariff", "name: required", errors=[{"field": "name", "message": "required"}]
-        )
     tariff = _validated(definition)
     row = TariffRow(id="t_" + secrets.token_hex(6), name=tariff.name, definition=tariff.to_dict())
     async with service.db.begin() as db:
@@ -104,7 +150,7 @@ async def list_tariffs(service: Service) -> list[TariffOut]:
         return [tariff_out(r) for r in await db.scalars(select(TariffRow).order_by(TariffRow.created_at))]
 
 
-@router.get("/{tariff_id}", response_model=TariffOut, summary="Show a tariff")
+@router.get("/{tariff_id}", response_model=TariffOut, summary="Show a tariff", responses=errors(404))
 async def get_tariff(tariff_id: str, service: Service) -> TariffOut:
     async with service.db() as db:
         row = await db.get(TariffRow, tariff_id)
@@ -113,8 +159,13 @@ async def get_tariff(tariff_id: str, service: Service) -> TariffOut:
     return tariff_out(row)
 
 
-@router.patch("/{tariff_id}", response_model=TariffOut, summary="Change a tariff (new sessions use it)")
-async def update_tariff(tariff_id: str, body: TariffFields, service: Service) -> TariffOut:
+@router.patch(
+    "/{tariff_id}",
+    response_model=TariffOut,
+    summary="Change a tariff (new sessions use it)",
+    responses=errors(404, 422),
+)
+async def update_tariff(tariff_id: str, body: TariffChanges, service: Service) -> TariffOut:
     async with service.db.begin() as db:
         row = await db.get(TariffRow, tariff_id)
         if row is None:
