@@ -192,9 +192,7 @@ class LiveCharger:
     def open_on(self, connector_id: int) -> LiveSession | None:
         """The running transaction on ``connector_id`` (the newest, if a lost one was never ended)."""
         found = [
-            s
-            for s in self.by_transaction.values()
-            if s.connector_id == connector_id and s.ended_at is None
+            s for s in self.by_transaction.values() if s.connector_id == connector_id and s.ended_at is None
         ]
         return max(found, key=lambda s: s.number) if found else None
 

@@ -84,9 +84,7 @@ def new_id_tag() -> str:
     return "SW" + secrets.token_hex(9).upper()
 
 
-def sample_digest(
-    connector_id: int, transaction_id: str | None, source: str, value: MeterValue
-) -> str:
+def sample_digest(connector_id: int, transaction_id: str | None, source: str, value: MeterValue) -> str:
     """What makes a meter value the same message sent again: the same reading of the same transaction,
     not just the same timestamp (a charger with a stuck clock stamps different readings alike)."""
     content = jsoncodec.dumps(
@@ -768,4 +766,3 @@ class ChargingService:
         if live is None:
             return None
         return next((s for s in live.sessions() if s.number == number), None)
-

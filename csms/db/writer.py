@@ -134,6 +134,7 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._busy = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit-writer")
@@ -163,6 +164,16 @@ class GroupCommitWriter:
         self._wakeup.set()
         return future
 
+    async def barrier(self) -> None:
+        """Wait until everything handed to the writer so far has committed (before reading back from
+        the database something that memory no longer holds)."""
+        if self._task is None or (not self._queue and not self._busy):
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((Unit(), future))
+        self._wakeup.set()
+        await future
+
     @property
     def queued(self) -> int:
         return len(self._queue)
@@ -177,6 +188,7 @@ class GroupCommitWriter:
                 continue
             batch, self._queue = self._queue[: self.max_units], self._queue[self.max_units :]
             started = time.perf_counter()
+            self._busy = True
             try:
                 await self._write(batch)
             except asyncio.CancelledError:
@@ -184,6 +196,8 @@ class GroupCommitWriter:
                     if not future.done():
                         future.set_exception(RuntimeError("the database writer stopped"))
                 raise
+            finally:
+                self._busy = False
             self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
 
     async def _write(self, batch: list[tuple[Unit, asyncio.Future[None]]]) -> None:

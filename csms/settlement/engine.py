@@ -434,7 +434,8 @@ class SettlementEngine:
     ) -> policy.Step | None:
         """Record ``fact`` for a session (open or not), commit, then carry the decisions out."""
         entry = self._open.get(number)
-        if entry is None:
+        if entry is None:  # closed (or never sold): its last state may still be on its way to the log
+            await self.writer.barrier()
             async with self.db() as db:
                 row = await db.get(Settlement, number)
             if row is None:
@@ -847,6 +848,7 @@ class SettlementEngine:
         """The session's cost so far (the final cost once the transaction ended), None if not sold."""
         entry = self._open.get(session_number)
         if entry is None:
+            await self.writer.barrier()
             async with self.db() as db:
                 row = await db.get(Settlement, session_number)
             if row is None:
