@@ -198,12 +198,8 @@ def _bech32_polymod(values: list[int]) -> int:
     return chk
 
 
-def payment_hash_of(payment_request: str) -> bytes:
-    """The payment hash of a BOLT11 invoice, fast (bech32 checksum checked, signature not).
-
-    Full decoding with the ``bolt11`` package costs several milliseconds; a payer that only needs
-    the hash to track its payment uses this. The node validates the invoice itself.
-    """
+def _words_of(payment_request: str, check: bool) -> list[int]:
+    """The data words (5-bit) of a bech32 BOLT11 string, checksum removed (and checked if asked)."""
     text = payment_request.strip().lower()
     pos = text.rfind("1")
     if not text.startswith("ln") or pos < 3 or len(text) - pos < 7 + 6 + 1:
@@ -213,19 +209,49 @@ def payment_hash_of(payment_request: str) -> bytes:
         words = [_CHARSET_REV[c] for c in data_part]
     except KeyError as exc:
         raise InvalidRequest("invalid payment request: bad bech32 character") from exc
-    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    if _bech32_polymod(expanded + words) != 1:
-        raise InvalidRequest("invalid payment request: bad checksum")
-    words = words[:-6]  # checksum
+    if check:
+        expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+        if _bech32_polymod(expanded + words) != 1:
+            raise InvalidRequest("invalid payment request: bad checksum")
+    return words[:-6]
+
+
+def _int_of(words: list[int]) -> int:
+    acc = 0
+    for w in words:
+        acc = acc << 5 | w
+    return acc
+
+
+def timestamp_and_expiry_of(payment_request: str) -> tuple[int, int]:
+    """(timestamp, expiry in seconds) of a BOLT11 invoice, read fast and unchecked: for an invoice
+    the node itself just returned. The expiry defaults to BOLT11's 3600 s without an ``x`` field."""
+    words = _words_of(payment_request, check=False)
+    if len(words) < 7 + 104:
+        raise InvalidRequest("invalid payment request: too short")
+    timestamp, expiry = _int_of(words[:7]), 3600
+    i, end = 7, len(words) - 104
+    while i + 3 <= end:
+        tag, length = words[i], words[i + 1] * 32 + words[i + 2]
+        if tag == _TAG_EXPIRY:
+            expiry = _int_of(words[i + 3 : i + 3 + length])
+        i += 3 + length
+    return timestamp, expiry
+
+
+def payment_hash_of(payment_request: str) -> bytes:
+    """The payment hash of a BOLT11 invoice, fast (bech32 checksum checked, signature not).
+
+    Full decoding with the ``bolt11`` package costs several milliseconds; a payer that only needs
+    the hash to track its payment uses this. The node validates the invoice itself.
+    """
+    words = _words_of(payment_request, check=True)
     i = 7  # timestamp
     end = len(words) - 104  # signature (65 bytes = 104 words)
     while i + 3 <= end:
         tag, length = words[i], words[i + 1] * 32 + words[i + 2]
         field = words[i + 3 : i + 3 + length]
         i += 3 + length
-        if tag == 1 and length == 52:  # 'p': 256 bits in 52 words (4 padding bits)
-            acc = 0
-            for w in field:
-                acc = acc << 5 | w
-            return (acc >> 4).to_bytes(32, "big")
+        if tag == _TAG_PAYMENT_HASH and length == 52:  # 256 bits in 52 words (4 padding bits)
+            return (_int_of(field) >> 4).to_bytes(32, "big")
     raise InvalidRequest("invalid payment request: no payment hash")

@@ -12,9 +12,10 @@ import asyncio
 import hashlib
 import logging
 import random
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -41,7 +42,7 @@ from lightning.errors import (
 from lightning.keepalive import CLIENT_KEEPALIVE_S, LND_KEEPALIVE, KeepalivePolicy
 from lightning.lnd.config import LndConfig
 from lightning.lnd.convert import invoice_from_proto, map_rpc_error, payment_from_proto
-from lightning.payreq import payment_hash_of
+from lightning.payreq import payment_hash_of, timestamp_and_expiry_of
 
 log = logging.getLogger("lightning.lnd")
 
@@ -247,10 +248,12 @@ class LndBackend:
         _check_amount(amount_msat)
         if preimage is not None and len(preimage) != 32:
             raise InvalidRequest("preimage must be 32 bytes")
-        req = ln.Invoice(value_msat=amount_msat, memo=memo, expiry=expiry_s, r_preimage=preimage or b"")
-        # Without a preimage, a retried AddInvoice can at worst leave an orphan open invoice (fresh random
-        # hash). With one (derived by the caller from an idempotency key) creating it again raises
+        # The preimage is chosen here when the caller has none: a retried AddInvoice then finds its own
+        # earlier attempt (DuplicateInvoice, same hash, amount and memo) instead of leaving an orphan.
+        # With one derived by the caller from an idempotency key, creating it again raises
         # DuplicateInvoice, except when our own earlier attempt got through before the link broke.
+        preimage = preimage if preimage is not None else secrets.token_bytes(32)
+        req = ln.Invoice(value_msat=amount_msat, memo=memo, expiry=expiry_s, r_preimage=preimage)
         attempts = 0
 
         async def add() -> Any:
@@ -261,13 +264,31 @@ class LndBackend:
         try:
             resp = await self._unary("AddInvoice", add)
         except DuplicateInvoice:
-            if attempts <= 1 or preimage is None:
+            if attempts <= 1:
                 raise
             existing = await self.lookup_invoice(hashlib.sha256(preimage).digest())
             if existing.amount_msat != amount_msat or existing.memo != memo:
                 raise
             return existing
-        return await self.lookup_invoice(resp.r_hash)
+        # One round trip: the invoice as LookupInvoice would show it now (OPEN), from the request and
+        # the node's answer (its hash, payment request and add index; time and expiry as it signed them).
+        created, expiry = timestamp_and_expiry_of(resp.payment_request)
+        created_at = datetime.fromtimestamp(created, UTC)
+        return Invoice(
+            payment_hash=bytes(resp.r_hash),
+            bolt11=resp.payment_request,
+            amount_msat=amount_msat,
+            memo=memo,
+            state=InvoiceState.OPEN,
+            created_at=created_at,
+            expires_at=created_at + timedelta(seconds=expiry),
+            settled_at=None,
+            amount_paid_msat=0,
+            add_index=resp.add_index,
+            settle_index=0,
+            is_hold=False,
+            preimage=preimage,
+        )
 
     async def lookup_invoice(self, payment_hash: bytes) -> Invoice:
         _check_hash(payment_hash)

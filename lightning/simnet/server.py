@@ -50,6 +50,9 @@ class Gate:
 
     def __init__(self, network: Network) -> None:
         self.network = network
+        self.delayed = 0  # calls held by rpc_latency_s or a stall right now (tests see pipelining)
+        self.stall: asyncio.Event | None = None  # set: calls wait until it is set (Simnet.stall_calls)
+        self.peers: set[str] = set()  # client connections seen (address:port)
 
     @property
     def faults(self) -> Faults:
@@ -61,8 +64,16 @@ class Gate:
             await context.abort(StatusCode.UNAVAILABLE, ERR_UNAVAILABLE)
         if faults.starting_up:
             await context.abort(StatusCode.UNKNOWN, ERR_STARTING_UP)
-        if faults.rpc_latency_s > 0:
-            await asyncio.sleep(faults.rpc_latency_s)
+        if faults.rpc_latency_s > 0 or self.stall is not None:
+            self.delayed += 1
+            try:
+                if faults.rpc_latency_s > 0:
+                    await asyncio.sleep(faults.rpc_latency_s)
+                if self.stall is not None:
+                    await self.stall.wait()
+            finally:
+                self.delayed -= 1
+        self.peers.add(context.peer())
         node, perms = await self._authenticate(context)
         if perm is not None and perm not in perms:
             await context.abort(StatusCode.UNKNOWN, "permission denied")
@@ -471,9 +482,10 @@ class StateService(state_grpc.StateServicer):  # type: ignore[misc]
             await asyncio.sleep(0.05)
 
 
-def add_services(server: grpc.aio.Server, network: Network) -> None:
+def add_services(server: grpc.aio.Server, network: Network) -> Gate:
     gate = Gate(network)
     ln_grpc.add_LightningServicer_to_server(LightningService(gate), server)
     inv_grpc.add_InvoicesServicer_to_server(InvoicesService(gate), server)
     router_grpc.add_RouterServicer_to_server(RouterService(gate), server)
     state_grpc.add_StateServicer_to_server(StateService(gate), server)
+    return gate

@@ -15,7 +15,7 @@ import grpc
 from lightning.keepalive import LND_KEEPALIVE, KeepalivePolicy
 from lightning.simnet import macaroons
 from lightning.simnet.network import DEFAULT_NODES, AutoPay, Faults, FeePolicy, Network, NodeSpec
-from lightning.simnet.server import ERR_STARTING_UP, ERR_UNAVAILABLE, add_services
+from lightning.simnet.server import ERR_STARTING_UP, ERR_UNAVAILABLE, Gate, add_services
 from lightning.simnet.store import PaymentRow, Store
 from lightning.simnet.tls import ensure_tls_cert
 
@@ -66,6 +66,7 @@ class Simnet:
         self._store: Store | None = None
         self.network: Network | None = None
         self._restore_task: asyncio.Task[None] | None = None
+        self._gate: Gate | None = None
 
     # ---- paths ---------------------------------------------------------------------------------
     @property
@@ -142,7 +143,7 @@ class Simnet:
         cert_pem = self.tls_cert_path.read_bytes()
         key_pem = self.tls_key_path.read_bytes()
         server = grpc.aio.server(options=[*self.keepalive.server_options(), ("grpc.so_reuseport", 0)])
-        add_services(server, self._net())
+        self._gate = add_services(server, self._net())
         creds = grpc.ssl_server_credentials([(key_pem, cert_pem)])
         try:
             bound = server.add_secure_port(f"{self.host}:{self.port}", creds)
@@ -280,6 +281,26 @@ class Simnet:
     def invoice_subscribers(self, node: str) -> int:
         """Open SubscribeInvoices streams of ``node`` (tests wait on this instead of sleeping)."""
         return len(self._net().invoice_events.queues.get(node, ()))
+
+    def stall_calls(self) -> None:
+        """Fault: every call that arrives waits inside the node until :meth:`resume_calls`."""
+        if self._gate is not None and self._gate.stall is None:
+            self._gate.stall = asyncio.Event()
+
+    def resume_calls(self) -> None:
+        if self._gate is not None and self._gate.stall is not None:
+            self._gate.stall.set()
+            self._gate.stall = None
+
+    @property
+    def rpcs_delayed(self) -> int:
+        """Calls inside the simnet right now, held by ``faults.rpc_latency_s`` or a stall."""
+        return self._gate.delayed if self._gate is not None else 0
+
+    @property
+    def client_connections(self) -> set[str]:
+        """The client connections (peer address:port) that made a call since the server started."""
+        return set(self._gate.peers) if self._gate is not None else set()
 
     def pubkey(self, node: str) -> str:
         return self._net().nodes[node].pubkey

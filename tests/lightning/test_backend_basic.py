@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,8 @@ from lightning import (
 )
 from lightning.lnd import LndBackend
 from lightning.simnet import Simnet
+
+from .conftest import wait_for
 
 
 async def test_backend_satisfies_protocol(seller: LndBackend) -> None:
@@ -211,3 +214,17 @@ async def test_create_invoice_with_caller_preimage_is_idempotent(seller: LndBack
     assert await seller.lookup_invoice(invoice.payment_hash) == invoice
     with pytest.raises(InvalidRequest):
         await seller.create_invoice(3_000, preimage=b"short")
+
+
+async def test_calls_are_pipelined_on_one_channel(seller: LndBackend, simnet: Simnet) -> None:
+    """Many calls in flight at once over the one channel: nothing in the backend serialises them."""
+    await seller.get_info()
+    simnet.stall_calls()  # every call waits inside the node until resumed
+    calls = [asyncio.ensure_future(seller.create_invoice(1_000 + i, f"pipelined {i}")) for i in range(64)]
+    try:
+        await wait_for(lambda: simnet.rpcs_delayed == 64)  # all 64 inside the node together
+    finally:
+        simnet.resume_calls()
+    invoices = await asyncio.gather(*calls)
+    assert len({inv.payment_hash for inv in invoices}) == 64
+    assert len(simnet.client_connections) == 1  # one connection carried them all

@@ -231,3 +231,17 @@ async def test_lost_responses_never_duplicate(seller: LndBackend, car1: LndBacke
     assert (await seller.lookup_invoice(hold.payment_hash)).state is InvoiceState.CANCELED
     invoices, _, _ = await seller.list_invoices()
     assert len(invoices) == 3  # nothing created twice
+
+
+async def test_created_invoice_is_what_the_node_records(seller: LndBackend, simnet: Simnet) -> None:
+    """create_invoice is one AddInvoice; what it returns is exactly LookupInvoice's record."""
+    for amount, memo, expiry in ((3_000, "30 Wh", 600), (0, "", 86_400), (1, "é ⚡", 31_536_000)):
+        created = await seller.create_invoice(amount, memo, expiry_s=expiry)
+        assert created == await seller.lookup_invoice(created.payment_hash)
+    # Without a preimage of the caller's, a retry after a lost answer still creates one invoice.
+    before = len((await seller.list_invoices())[0])
+    simnet.faults.lose_next_responses = 1
+    created = await seller.create_invoice(7_000, "lost answer")
+    assert simnet.faults.lose_next_responses == 0
+    assert created == await seller.lookup_invoice(created.payment_hash)
+    assert len((await seller.list_invoices())[0]) == before + 1
