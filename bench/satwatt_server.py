@@ -178,15 +178,16 @@ def operator(base_url: str) -> httpx.AsyncClient:
 
 
 async def register_chargers(
-    client: httpx.AsyncClient, ids: list[str], password: str = CHARGER_PASSWORD, concurrency: int = 4
+    client: httpx.AsyncClient, ids: list[str], password: str | None = CHARGER_PASSWORD, concurrency: int = 4
 ) -> None:
-    """Register every charger with a password (POST /api/v1/chargers, a few at a time)."""
+    """Register every charger, with a password unless None (POST /api/v1/chargers, a few at a time)."""
     queue = list(reversed(ids))
 
     async def worker() -> None:
         while queue:
             charger_id = queue.pop()
-            reply = await client.post("/api/v1/chargers", json={"id": charger_id, "password": password})
+            body = {"id": charger_id} if password is None else {"id": charger_id, "password": password}
+            reply = await client.post("/api/v1/chargers", json=body)
             if reply.status_code not in (201, 409):
                 raise RuntimeError(f"registering {charger_id}: {reply.status_code} {reply.text[:300]}")
 
