@@ -271,6 +271,7 @@ class PayerStats:
     invoices_refused: int = 0
     invoices_skipped: int = 0  # not paid on purpose (a car that stopped paying)
     payment_failures: int = 0
+    payments_in_doubt: int = 0  # still in flight when the agent had to return: outcome unknown to it
     paid_msat: int = 0
     fees_msat: int = 0
     suspensions: int = 0
@@ -295,6 +296,7 @@ class _Invoice:
     bolt11: str
     settled: bool = False
     done: bool = False  # paid, refused, skipped or superseded
+    paying: bool = False  # a payment call is in flight at the node
 
 
 @dataclass
@@ -393,12 +395,33 @@ class PayerAgent:
             try:
                 await self._follow(client, session_id)
             finally:
-                for task in list(self._tasks):
-                    task.cancel()
-                for task in list(self._tasks):
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                await self._finish_payments()
         return self.stats
+
+    async def _finish_payments(self) -> None:
+        """Before returning: let payments already in flight at the node finish and count them (the
+        session's `closed` can arrive while the node is still reporting a payment it made), and cancel
+        the rest (not yet started: nothing to pay any more). A payment still unresolved after its
+        timeout is counted as in doubt."""
+        in_flight: set[asyncio.Task[None]] = set()
+        for task in list(self._tasks):
+            invoice = self._invoices.get(task.get_name().removeprefix("pay-"))
+            if invoice is not None and invoice.paying:
+                in_flight.add(task)
+            else:
+                task.cancel()
+        if in_flight:
+            log.info("%s: waiting for %d payment(s) in flight before returning", self.name, len(in_flight))
+            _, unresolved = await asyncio.wait(in_flight, timeout=self.policy.payment_timeout_s + 5)
+            self.stats.payments_in_doubt += len(unresolved)
+            for task in unresolved:
+                log.warning(
+                    "%s: payment %s still unresolved; counted as in doubt", self.name, task.get_name()
+                )
+                task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
         """Wait until ``predicate()`` is true, re-checked on every event and payment; TimeoutError if not."""
@@ -623,6 +646,7 @@ class PayerAgent:
     async def _pay(self, invoice: _Invoice, decision: Pay) -> None:
         offer = invoice.offer
         for attempt in range(3):
+            invoice.paying = True
             try:
                 result = await self.backend.pay_invoice(
                     invoice.bolt11, fee_limit_msat=decision.fee_limit_msat, timeout_s=decision.timeout_s
@@ -644,6 +668,8 @@ class PayerAgent:
                 self._pulse()
                 log.debug("%s: paid %s (%d msat)", self.name, offer.key, offer.amount_msat)
                 return
-            if invoice.done:  # superseded meanwhile
+            finally:
+                invoice.paying = False
+            if invoice.done or self.closed.is_set():  # superseded meanwhile, or nothing to pay any more
                 return
             await asyncio.sleep(0.5 * (attempt + 1))

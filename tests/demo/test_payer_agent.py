@@ -4,13 +4,18 @@ point over OCPP and the car's LND client, all over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
-from chargepoint_sim.payer import PayerMode, PayerPolicy
+from chargepoint_sim.payer import PayerAgent, PayerMode, PayerPolicy
+from lightning import Backend
+from lightning.backend import PaymentResult
+from lightning.lnd import LndBackend
+from lightning.lnd.config import LndConfig
 from tests.conftest import RunningServer
 from tests.demo.conftest import car, until
 
@@ -127,3 +132,77 @@ async def test_non_payer_is_throttled_then_stopped(
     assert agent.stats.invoices_paid >= 1 and agent.stats.invoices_skipped >= 1 and agent.refusals == []
     assert session["state"] == "awaiting_payment_final" and session["unpaid_msat"] > 0
     assert session["stop_reason"] is not None
+
+
+class ObservedAgent(PayerAgent):
+    """The agent, telling when it has stopped following the session (after `closed`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.followed = asyncio.Event()
+
+    async def _follow(self, client: httpx.AsyncClient, session_id: str) -> None:
+        try:
+            await super()._follow(client, session_id)
+        finally:
+            self.followed.set()
+
+
+class LateReportingNode:
+    """The car's node, reporting a payment made after the charge ended only once the agent has stopped
+    following the session: the node has paid (satwatt saw the invoice settle and closed the session),
+    the agent hears of it late, as when its payment stream lags the payee's settlement."""
+
+    def __init__(self, inner: LndBackend) -> None:
+        self.inner = inner
+        self.agent: ObservedAgent | None = None
+        self.held = 0
+
+    async def pay_invoice(
+        self, bolt11: str, fee_limit_msat: int, timeout_s: int = 60, amount_msat: int | None = None
+    ) -> PaymentResult:
+        result = await self.inner.pay_invoice(bolt11, fee_limit_msat, timeout_s, amount_msat)
+        agent = self.agent
+        if agent is not None and agent._known.ended:
+            self.held += 1
+            async with asyncio.timeout(30):  # (not wait_for: it may swallow a cancellation)
+                await agent.followed.wait()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_payment_in_flight_at_closed_is_finished_and_counted(
+    server: RunningServer, api: httpx.AsyncClient, stations: Callable[..., Any]
+) -> None:
+    """Issue 8: final invoices paid at the node were missing from the agent's stats, because the agent
+    returned on `closed` and cancelled the payment still in flight."""
+    station = await stations("FINAL", "2.0.1")
+    payer = (await api.post("/api/v1/payers", json={"name": "Di", "id_tags": ["DI-CARD"]})).json()
+    simnet = server.app.state.lightning.simnet
+    node = LateReportingNode(LndBackend(LndConfig.from_simnet(simnet, "car1"), name="car1"))
+    # a car that never pays ahead: the energy of the charge is left for the final invoice
+    policy = PayerPolicy(max_ahead_wh=0, tolerance_wh=0, tolerance_fraction=0.0)
+    agent = ObservedAgent(
+        server.http_url, cast(Backend, node), payer_token=payer["token"], id_tag="DI-CARD", policy=policy
+    )
+    node.agent = agent
+    task = asyncio.create_task(agent.run())
+    try:
+        await station.cp.plug_in(1, ev="sedan", soc=0.3)
+        assert await station.cp.authorize(1, "DI-CARD")
+        await until(agent, lambda: agent.stats.delivered_wh >= 10, 20, "some energy")
+        await station.cp.unplug(1)
+        stats = await asyncio.wait_for(task, 60)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await node.inner.close()
+    assert node.held >= 1  # the final invoice's payment was still in flight when `closed` arrived
+    invoices = (await api.get(f"/api/v1/sessions/{agent.session_id}/invoices")).json()
+    paid = [i for i in invoices if i["status"] == "paid"]
+    assert any(i["kind"] == "final" for i in paid)
+    assert stats.invoices_paid == len(paid) and stats.payments_in_doubt == 0
+    assert stats.paid_msat == sum(i["amount_msat"] for i in paid)
