@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import copy
 import json
 import os
 import random
@@ -166,6 +167,11 @@ INTERESTING: list[Any] = [
 ]  # fmt: skip
 
 
+def _interesting(rng: random.Random) -> Any:
+    """One of INTERESTING, copied: the lists and objects in it must not be changed by later mutations."""
+    return copy.deepcopy(rng.choice(INTERESTING))
+
+
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every path to a value (dict key or list index) inside ``value``."""
     found: list[tuple[Any, ...]] = []
@@ -192,17 +198,17 @@ def mutate_payload(rng: random.Random, payload: dict[str, Any]) -> dict[str, Any
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         paths = _paths(payload)
         if not paths:
-            payload[rng.choice(("x", "\ud800", "connectorId"))] = rng.choice(INTERESTING)
+            payload[rng.choice(("x", "\ud800", "connectorId"))] = _interesting(rng)
             continue
         path = rng.choice(paths)
         parent = _parent(payload, path)
         operation = rng.random()
         if operation < 0.7:
-            parent[path[-1]] = rng.choice(INTERESTING)
+            parent[path[-1]] = _interesting(rng)
         elif operation < 0.8 and isinstance(parent, dict):
             del parent[path[-1]]
         elif operation < 0.9 and isinstance(parent, dict):
-            parent[rng.choice(("extra", "\ud83d", "\u0000", "multiplier", "value"))] = rng.choice(INTERESTING)
+            parent[rng.choice(("extra", "\ud83d", "\u0000", "multiplier", "value"))] = _interesting(rng)
         else:
             parent[path[-1]] = [parent[path[-1]]]
     return payload
