@@ -1,13 +1,18 @@
-"""Benchmark: invoices created and settled per second between two simnet nodes over gRPC + TLS.
+"""Benchmark: invoices created and settled per second between simnet nodes over gRPC + TLS.
 
     .venv/bin/python bench/lightning_simnet.py              # simnet in a subprocess (default)
     .venv/bin/python bench/lightning_simnet.py --embedded   # simnet in this process's event loop
-    .venv/bin/python bench/lightning_simnet.py -n 1000 -c 1 8 32
+    .venv/bin/python bench/lightning_simnet.py -n 2000 -c 1 32 128 512
 
-For each concurrency level it measures, with the lnd backend (satwatt) and a payer backend (car1):
-  1. create:  AddInvoice (+ the LookupInvoice the backend does) per second
-  2. cycle:   create invoice -> car1 pays (SendPaymentV2) -> satwatt sees the settle on its
-              SubscribeInvoices stream; cycles per second and the create-to-settle-seen latency
+For each concurrency level (calls in flight at once, pipelined over each backend's one channel) it
+measures, with the lnd backend that satwatt uses:
+  1. create:  create_invoice (one AddInvoice) per second, by satwatt
+  2. cycle:   create invoice (satwatt) -> car1 pays (SendPaymentV2 over its own channel) ->
+              satwatt sees the settle on its SubscribeInvoices stream; cycles per second and the
+              create-to-settle-seen latency
+  3. autopay: create invoice (node "station") -> the simnet's auto-pay (car2 pays, in the node, after
+              0 ms) -> the settle seen on station's stream: invoices issued and settled per second
+              when the payer is not a gRPC client
 Not part of the test suite. Everything runs on 127.0.0.1 and stops by itself.
 """
 
@@ -26,17 +31,22 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no C-core INFO lines (GOAWAY
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning import InvoiceCursor, InvoiceState  # noqa: E402
+from lightning import InvoiceState  # noqa: E402
 from lightning.lnd import LndBackend, LndConfig  # noqa: E402
-from lightning.simnet import NodeSpec, Simnet  # noqa: E402
+from lightning.simnet import AutoPay, NodeSpec, Simnet  # noqa: E402
 
 AMOUNT_MSAT = 3_000  # 30 Wh at 100 sat/kWh, the Distributed Charge increment
+NODES = ("satwatt:1000000", "car1:100000000", "station:1000000", "car2:100000000")
+AUTOPAY = AutoPay(payer="car2", payee="station", delay_s=0.0)
 
 
 async def start_subprocess_simnet(
-    data_dir: Path, nodes: tuple[str, ...] = ("satwatt:1000000", "car1:100000000")
+    data_dir: Path,
+    nodes: tuple[str, ...] = ("satwatt:1000000", "car1:100000000"),
+    extra: tuple[str, ...] = (),
 ) -> tuple[asyncio.subprocess.Process, str]:
-    """``lightning-simnet`` as a subprocess with ``nodes`` (NAME:BALANCE_SAT); returns it and its address."""
+    """``lightning-simnet`` as a subprocess with ``nodes`` (NAME:BALANCE_SAT) and ``extra`` flags;
+    returns it and its address."""
     node_args = [arg for node in nodes for arg in ("--node", node)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -49,6 +59,7 @@ async def start_subprocess_simnet(
         "--admin-port",
         "-1",
         *node_args,
+        *extra,
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
@@ -64,6 +75,32 @@ async def start_subprocess_simnet(
                 address = line.split()[-1]
             if line.startswith("ready"):
                 return proc, address
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of this process (None) or of process ``pid`` (Linux /proc)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU microseconds per operation of the client and of the simnet: steadier than rates on a
+    shared machine (a rate is bounded by 1e6 / the busier process's figure on a core of its own)."""
+
+    def __init__(self, simnet_pid: int | None) -> None:
+        self.simnet_pid = simnet_pid
+
+    def start(self) -> None:
+        self.c0 = cpu_seconds(None)
+        self.s0 = cpu_seconds(self.simnet_pid) if self.simnet_pid else 0.0
+
+    def per_op_us(self, n: int) -> tuple[float, float | None]:
+        client = (cpu_seconds(None) - self.c0) / n * 1e6
+        if self.simnet_pid is None:
+            return client, None
+        return client, (cpu_seconds(self.simnet_pid) - self.s0) / n * 1e6
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,33 +121,45 @@ async def bench_create(seller: LndBackend, n: int, concurrency: int) -> float:
 
 
 async def bench_cycle(
-    seller: LndBackend, payer: LndBackend, n: int, concurrency: int
+    seller: LndBackend, payer: LndBackend | None, n: int, concurrency: int
 ) -> tuple[float, list[float]]:
+    """Full cycles; ``payer`` None: the simnet's auto-pay pays (the seller must be its payee)."""
     waiting: dict[bytes, asyncio.Future[float]] = {}
-    cursor = InvoiceCursor()
-    invoices = [await seller.create_invoice(1, "warm-up")]
-    await payer.pay_invoice(invoices[0].bolt11, 10_000, 30)
+    early: dict[bytes, float] = {}
+    loop = asyncio.get_running_loop()
+    cursor = await seller.current_cursor()
+    subscribed = asyncio.Event()
 
     async def consume() -> None:
         async for invoice in seller.invoice_updates(cursor):
+            subscribed.set()
             if invoice.state is InvoiceState.SETTLED:
                 fut = waiting.pop(invoice.payment_hash, None)
-                if fut is not None and not fut.done():
+                if fut is None:
+                    early[invoice.payment_hash] = time.perf_counter()  # auto-pay: before create returned
+                elif not fut.done():
                     fut.set_result(time.perf_counter())
 
     consumer = asyncio.create_task(consume())
-    await asyncio.sleep(0.2)  # let the subscription open (a benchmark, not a test)
+    # The stream is live once it delivered the warm-up invoice's add.
+    warm = await seller.create_invoice(1, "warm-up")
+    await asyncio.wait_for(subscribed.wait(), 30)
+    if payer is not None:
+        await payer.pay_invoice(warm.bolt11, 10_000, 30)
     sem = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
-    loop = asyncio.get_running_loop()
 
     async def one(i: int) -> None:
         async with sem:
             t0 = time.perf_counter()
-            invoice = await seller.create_invoice(AMOUNT_MSAT, f"cycle {i}", expiry_s=600)
             fut: asyncio.Future[float] = loop.create_future()
-            waiting[invoice.payment_hash] = fut
-            await payer.pay_invoice(invoice.bolt11, fee_limit_msat=2_000, timeout_s=30)
+            invoice = await seller.create_invoice(AMOUNT_MSAT, f"cycle {i}", expiry_s=600)
+            if invoice.payment_hash in early:
+                fut.set_result(early.pop(invoice.payment_hash))
+            else:
+                waiting[invoice.payment_hash] = fut
+            if payer is not None:
+                await payer.pay_invoice(invoice.bolt11, fee_limit_msat=2_000, timeout_s=30)
             seen = await asyncio.wait_for(fut, 30)
             latencies.append(seen - t0)
 
@@ -121,13 +170,32 @@ async def bench_cycle(
     return rate, latencies
 
 
+def _row(
+    kind: str, concurrency: int, rate: float, lat: list[float] | None, cpu: tuple[float, float | None]
+) -> str:
+    if lat:
+        tail = f"{statistics.median(lat) * 1000:>8.1f} {percentile(lat, 0.99) * 1000:>8.1f}"
+    else:
+        tail = f"{'':>8} {'':>8}"
+    client_us, simnet_us = cpu
+    simnet = f"{simnet_us:>10.0f}" if simnet_us is not None else f"{'(same)':>10}"
+    return f"{kind:>8} {concurrency:>11} {rate:>8.0f} {tail} {client_us:>10.0f} {simnet}"
+
+
 async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-n", type=int, default=400, help="invoices per measurement")
-    parser.add_argument("-c", type=int, nargs="+", default=[1, 8, 32], help="concurrency levels")
+    parser.add_argument("-n", type=int, default=1000, help="invoices per measurement")
+    parser.add_argument("-c", type=int, nargs="+", default=[1, 32, 128], help="concurrency levels")
     parser.add_argument("--embedded", action="store_true", help="run the simnet in this process")
+    parser.add_argument(
+        "--only",
+        choices=("create", "cycle", "autopay"),
+        nargs="+",
+        default=["create", "cycle", "autopay"],
+        help="which measurements to run",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="simnet-bench-") as tmp:
@@ -135,40 +203,63 @@ async def main(argv: list[str] | None = None) -> None:
         proc = None
         simnet = None
         if args.embedded:
-            simnet = Simnet(
-                data_dir, port=0, nodes=[NodeSpec("satwatt", 1_000_000), NodeSpec("car1", 100_000_000)]
-            )
+            nodes = [NodeSpec(name, int(sat)) for name, sat in (n.split(":") for n in NODES)]
+            simnet = Simnet(data_dir, port=0, nodes=nodes, autopay=AUTOPAY)
             await simnet.start()
             address = simnet.address
         else:
-            proc, address = await start_subprocess_simnet(data_dir)
+            autopay_flags = (
+                "--autopay-ms",
+                "0",
+                "--autopay-payer",
+                AUTOPAY.payer,
+                "--autopay-payee",
+                AUTOPAY.payee,
+            )
+            proc, address = await start_subprocess_simnet(data_dir, NODES, autopay_flags)
         cert = data_dir / "tls.cert"
-        seller = LndBackend(LndConfig.from_paths(address, cert, data_dir / "satwatt" / "admin.macaroon"))
-        payer = LndBackend(LndConfig.from_paths(address, cert, data_dir / "car1" / "admin.macaroon"))
+
+        def backend(node: str) -> LndBackend:
+            return LndBackend(LndConfig.from_paths(address, cert, data_dir / node / "admin.macaroon"))
+
+        seller, payer, station = backend("satwatt"), backend("car1"), backend(AUTOPAY.payee)
         mode = (
             "embedded (one event loop)"
             if args.embedded
             else "subprocess (simnet and client in two processes)"
         )
         print(f"simnet {mode}, gRPC+TLS on {address}, {args.n} invoices of {AMOUNT_MSAT} msat per row")
-        print(f"{'concurrency':>11} {'create/s':>9} {'cycle/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        print(
+            f"{'kind':>8} {'concurrency':>11} {'per s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'client us':>10} {'simnet us':>10}"
+        )
+        meter = CpuMeter(proc.pid if proc is not None else None)
         try:
             for concurrency in args.c:
-                create_rate = await bench_create(seller, args.n, concurrency)
-                cycle_rate, lat = await bench_cycle(seller, payer, args.n, concurrency)
-                print(
-                    f"{concurrency:>11} {create_rate:>9.0f} {cycle_rate:>8.0f} "
-                    f"{statistics.median(lat) * 1000:>8.1f} {percentile(lat, 0.99) * 1000:>8.1f}"
-                )
+                if "create" in args.only:
+                    meter.start()
+                    rate = await bench_create(seller, args.n, concurrency)
+                    print(_row("create", concurrency, rate, None, meter.per_op_us(args.n)))
+                if "cycle" in args.only:
+                    meter.start()
+                    rate, lat = await bench_cycle(seller, payer, args.n, concurrency)
+                    print(_row("cycle", concurrency, rate, lat, meter.per_op_us(args.n)))
+                if "autopay" in args.only:
+                    meter.start()
+                    rate, lat = await bench_cycle(station, None, args.n, concurrency)
+                    print(_row("autopay", concurrency, rate, lat, meter.per_op_us(args.n)))
         finally:
-            await seller.close()
-            await payer.close()
+            for b in (seller, payer, station):
+                await b.close()
             if simnet is not None:
                 await simnet.stop()
             if proc is not None:
                 proc.terminate()
                 await proc.wait()
-    print("cycle = create invoice (satwatt) -> pay (car1, SendPaymentV2) -> settle seen on SubscribeInvoices")
+    print("create  = create_invoice (one AddInvoice); latency of a cycle: create -> settle seen")
+    print("client us / simnet us = CPU microseconds per operation in each process (embedded: one process)")
+    print("cycle   = create (satwatt) -> car1 pays over gRPC (SendPaymentV2) -> settle seen on the stream")
+    print("autopay = create (station) -> the simnet's car2 pays it in the node -> settle seen on the stream")
 
 
 if __name__ == "__main__":
