@@ -7,6 +7,9 @@ JSON Schema cannot express:
 * ``format: iana-time-zone``: a zone name of the IANA database (``Europe/Berlin``).
 * A tariff schedule's windows do not overlap, and a window's end differs from its start.
 * A charger's ``tariff_id`` names an existing tariff.
+* A command or a password the connected charger's OCPP version cannot carry (a 2.0.1-only trigger to a
+  1.6 charger, a password over 1.6's 20 characters) is refused: 422 with reason ``invalid``, or the
+  password's length in ``errors``.
 
 ``filter_body`` keeps generated bodies within the window rules; ``filter_failure`` accepts a 422 that
 refuses a request for one of these rules and for nothing else.
@@ -78,13 +81,21 @@ DOCUMENTED_REFUSALS = (
     (re.compile(r"schedule\.windows\[\d+\]\.end"), re.compile(r"must differ from start")),
     (re.compile(r"schedule\.zone"), re.compile(r"unknown time zone .*")),
     (re.compile(r"tariff_id"), re.compile(r"no such tariff")),
+    (re.compile(r"password"), re.compile(r"at most \d+ characters")),
 )
 
 
 def _documented_refusal(content: bytes | None) -> bool:
     try:
-        errors = json.loads(content or b"")["errors"]
-    except (ValueError, KeyError, TypeError):
+        problem = json.loads(content or b"")
+    except ValueError:
+        return False
+    if not isinstance(problem, dict):
+        return False
+    if problem.get("title") == "Command failed" and problem.get("reason") == "invalid":
+        return True  # the charger's OCPP version cannot carry this command
+    errors = problem.get("errors")
+    if not isinstance(errors, list):
         return False
     return bool(errors) and all(
         isinstance(e, dict)

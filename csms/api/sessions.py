@@ -321,12 +321,24 @@ async def stop_session(
     return session_out(session, settlement)
 
 
+#: One server-sent event: its id (for Last-Event-ID), its kind, and its data (a JSON object).
+SSE_EVENT = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "description": "meter, invoice, paid, suspended, resumed, ended, closed"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+
 @router.get(
     "/{session_id}/events",
     summary="Server-sent events: meter, invoice, paid, suspended, resumed, ended",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}},
         **errors(401, 403, 404, 422),
     },
     openapi_extra={"security": [*ANY_TOKEN, {TOKEN_QUERY: []}]},
