@@ -49,19 +49,26 @@ TOKEN = {"idToken": "CARD", "type": "ISO14443"}
 STATUS_16 = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
 STATUS_201 = {"timestamp": at(0), "connectorStatus": "Available", "evseId": 1, "connectorId": 1}
 SV = "meterValue[0].sampledValue[0]"
+POWER = "Power.Active.Import"
 
 
 def boot_201(vendor: str) -> dict[str, Any]:
     return {"reason": "PowerUp", "chargingStation": {"vendorName": vendor, "model": "W1"}}
 
 
-def meter_16(value: str, unit: str = "Wh") -> dict[str, Any]:
-    sampled = {"value": value, "unit": unit, "measurand": "Energy.Active.Import.Register"}
+def meter_16(
+    value: str, unit: str = "Wh", measurand: str = "Energy.Active.Import.Register"
+) -> dict[str, Any]:
+    sampled = {"value": value, "unit": unit, "measurand": measurand}
     return {"connectorId": 1, "meterValue": [{"timestamp": at(1), "sampledValue": [sampled]}]}
 
 
-def meter_201(value: Any, multiplier: Any = 0, unit: str = "Wh") -> dict[str, Any]:
-    sampled = {"value": value, "unitOfMeasure": {"unit": unit, "multiplier": multiplier}}
+def meter_201(
+    value: Any, multiplier: Any = 0, unit: str = "Wh", measurand: str | None = None
+) -> dict[str, Any]:
+    sampled: dict[str, Any] = {"value": value, "unitOfMeasure": {"unit": unit, "multiplier": multiplier}}
+    if measurand is not None:
+        sampled["measurand"] = measurand
     return {"evseId": 1, "meterValue": [{"timestamp": at(1), "sampledValue": [sampled]}]}
 
 
@@ -104,6 +111,7 @@ REJECTED: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("1.6", "MeterValues", meter_16("1e30"), "property", f"{SV}.value"),
     ("1.6", "MeterValues", meter_16("1E+308"), "property", f"{SV}.value"),
     ("1.6", "MeterValues", meter_16("1000000000000000.001", "kWh"), "property", f"{SV}.value"),
+    ("1.6", "MeterValues", meter_16(str(I32), "W", POWER), "property", f"{SV}.value"),
     ("1.6", "MeterValues", meter_16("NaN"), "format", f"{SV}.value"),
     ("1.6", "MeterValues", meter_16("Infinity"), "format", f"{SV}.value"),
     ("1.6", "MeterValues", meter_16("12 kWh"), "format", f"{SV}.value"),
@@ -118,6 +126,7 @@ REJECTED: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("2.0.1", "MeterValues", meter_201(5, multiplier=I64), "property", f"{SV}.unitOfMeasure.multiplier"),
     ("2.0.1", "MeterValues", meter_201(2, multiplier=18), "property", f"{SV}.value"),
     ("2.0.1", "MeterValues", meter_201(10**15 + 1, unit="kWh"), "property", f"{SV}.value"),
+    ("2.0.1", "MeterValues", meter_201(Lit("2147483.648"), 0, "kW", POWER), "property", f"{SV}.value"),
     ("2.0.1", "BootNotification", boot_201(vendor="\ud800"), "format", "chargingStation.vendorName"),
     ("2.0.1", "Authorize", {"idToken": TOKEN | {"idToken": "\udbff"}}, "format", "idToken.idToken"),
     ("2.0.1", "DataTransfer", {"vendorId": "v", "data": {"\ud800": 1}}, "format", "data (a key)"),
@@ -171,7 +180,9 @@ ACCEPTED: list[tuple[str, str, dict[str, Any]]] = [
     ("1.6", "StartTransaction", START_16 | {"connectorId": I32 - 1}),
     ("1.6", "MeterValues", meter_16("1000000000000000000")),
     ("1.6", "MeterValues", meter_16("1000000000000000", "kWh")),
-    ("1.6", "MeterValues", meter_16(" 1.5e+06 ", "W")),
+    ("1.6", "MeterValues", meter_16(" 1.5e+06 ", "W", POWER)),
+    ("1.6", "MeterValues", meter_16(str(I32 - 1), "W", POWER)),
+    ("2.0.1", "MeterValues", meter_201(Lit("2147483.647"), 0, "kW", POWER)),
     (
         "1.6",
         "BootNotification",

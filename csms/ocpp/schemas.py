@@ -23,8 +23,9 @@ of them.
   ``unitOfMeasure.multiplier`` lies within ``MULTIPLIER_MIN..MULTIPLIER_MAX`` (the spec names no
   range: satwatt takes the span of the SI prefixes, yocto to yotta); the value in its base unit
   (the value times ten to the multiplier, times 1000 for a kilo unit such as kWh or kW) is at most
-  ``METER_MAX_WH`` (10^18) in magnitude, so every register in Wh and power in W fits 64 bits. Whether
-  a reading within that range is plausible is the metering's question, not validation's.
+  ``METER_MAX_WH`` (10^18) in magnitude, so every register in Wh fits 64 bits; a ``Power.*`` value at
+  most ``POWER_MAX_W`` (2^31 - 1 W, 2.1 GW: power is stored in W as a 32-bit integer). Whether a
+  reading within these ranges is plausible is the metering's question, not validation's.
 * Strings (values and keys) hold no lone surrogate (``"\\ud800"`` is valid JSON but not Unicode,
   and cannot be encoded as UTF-8) and no U+0000 (PostgreSQL cannot store it in text or JSON).
 """
@@ -57,6 +58,7 @@ _SCHEMA_DIRS: dict[OcppVersion, Path] = {
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 METER_MAX_WH = 10**18
+POWER_MAX_W = 2**31 - 1
 MULTIPLIER_MIN, MULTIPLIER_MAX = -24, 24
 _NUMBER_MAX = Decimal(INT64_MAX)
 # integer bounds of named 1.6 fields (2.0.1: every integer field is 32-bit, see the docstring)
@@ -350,17 +352,22 @@ def check_sampled_values(version: OcppVersion, payload: dict[str, Any]) -> None:
                             f"{field}.unitOfMeasure.multiplier",
                             f"multiplier beyond {MULTIPLIER_MIN}..{MULTIPLIER_MAX}",
                         )
-                if not within_meter_range(number, multiplier, unit):
-                    raise _out_of_range(version, f"{field}.value", f"beyond {METER_MAX_WH} in its base unit")
+                measurand = sampled.get("measurand") or "Energy.Active.Import.Register"
+                limit = POWER_MAX_W if measurand.startswith("Power.") else METER_MAX_WH
+                if not within_meter_range(number, multiplier, unit, limit):
+                    raise _out_of_range(version, f"{field}.value", f"beyond {limit} in its base unit")
 
 
-def within_meter_range(number: Decimal | int, multiplier: int, unit: str | None) -> bool:
-    """Whether ``number`` x 10^multiplier (x 1000 for a kilo unit) is at most METER_MAX_WH in magnitude."""
+def within_meter_range(
+    number: Decimal | int, multiplier: int, unit: str | None, limit: int = METER_MAX_WH
+) -> bool:
+    """Whether ``number`` x 10^multiplier (x 1000 for a kilo unit) is at most ``limit`` in magnitude."""
     value = number if isinstance(number, Decimal) else Decimal(number)
     if value.is_zero():
         return True
     shift = multiplier + (3 if unit is not None and len(unit) > 1 and unit[0] in "kK" else 0)
     magnitude = value.adjusted() + shift  # decided on the exponent where it can be, without arithmetic
-    if magnitude != 18:
-        return magnitude < 18
-    return abs(value.scaleb(shift)) <= METER_MAX_WH
+    digits = len(str(limit)) - 1  # limit < 10^(digits + 1)
+    if magnitude != digits:
+        return magnitude < digits
+    return abs(value.scaleb(shift)) <= limit
