@@ -88,3 +88,14 @@ def verify(mac: Macaroon, root_key: bytes, now: dt.datetime | None = None) -> No
         verifier.verify(mac, root_key)
     except Exception as exc:
         raise MacaroonError(f"verification failed: {exc}") from exc
+
+
+def valid_until(mac: Macaroon) -> dt.datetime | None:
+    """The earliest ``time-before`` of a (verified) macaroon, None if it has none."""
+    caveats = [c.caveat_id_bytes.decode("utf-8", "replace") for c in mac.first_party_caveats()]
+    limits = [
+        dt.datetime.fromisoformat(c.removeprefix("time-before ").strip())
+        for c in caveats
+        if c.startswith("time-before ")
+    ]
+    return min(limits) if limits else None

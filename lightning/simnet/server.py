@@ -53,6 +53,8 @@ class Gate:
         self.delayed = 0  # calls held by rpc_latency_s or a stall right now (tests see pipelining)
         self.stall: asyncio.Event | None = None  # set: calls wait until it is set (Simnet.stall_calls)
         self.peers: set[str] = set()  # client connections seen (address:port)
+        # Macaroons verified before (metadata value -> node, permissions, time-before as a timestamp).
+        self._verified: dict[str, tuple[Node, frozenset[str], float | None]] = {}
 
     @property
     def faults(self) -> Faults:
@@ -85,30 +87,41 @@ class Gate:
             self.faults.lose_next_responses -= 1
             await context.abort(StatusCode.UNAVAILABLE, "simnet: response lost (injected)")
 
-    def _raw_macaroon(self, context: grpc.aio.ServicerContext) -> bytes:
+    def _macaroon_value(self, context: grpc.aio.ServicerContext) -> str:
         values = [v for k, v in (context.invocation_metadata() or ()) if k == "macaroon"]
         if len(values) != 1:
             raise RpcError(StatusCode.UNKNOWN, f"expected 1 macaroon, got {len(values)}")
         value = values[0]
-        try:
-            return bytes.fromhex(value if isinstance(value, str) else value.decode())
-        except ValueError as exc:
-            raise RpcError(StatusCode.UNKNOWN, f"unable to decode macaroon: {exc}") from exc
+        return value if isinstance(value, str) else value.decode("latin-1")
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> tuple[Node, frozenset[str]]:
         try:
-            raw = self._raw_macaroon(context)
+            value = self._macaroon_value(context)
+            cached = self._verified.get(value)
+            if cached is not None:
+                node, perms, until = cached
+                if until is None or time.time() < until:
+                    return node, perms
+                del self._verified[value]
+            try:
+                raw = bytes.fromhex(value)
+            except ValueError as exc:
+                raise RpcError(StatusCode.UNKNOWN, f"unable to decode macaroon: {exc}") from exc
             name, perms, mac = macaroons.identify(raw)
-            node = self.network.nodes.get(name)
-            if node is None:
+            found = self.network.nodes.get(name)
+            if found is None:
                 raise RpcError(StatusCode.UNKNOWN, "cannot get macaroon: root key with id 0 doesn't exist")
-            macaroons.verify(mac, node.row.root_key)
+            macaroons.verify(mac, found.row.root_key)
+            limit = macaroons.valid_until(mac)
+            if len(self._verified) >= 1024:
+                self._verified.clear()
+            # Verified once; its time-before (if any) is checked on every later call.
+            self._verified[value] = (found, perms, limit.timestamp() if limit is not None else None)
         except RpcError as exc:
             await context.abort(exc.code, exc.details)
         except macaroons.MacaroonError as exc:
             await context.abort(StatusCode.UNKNOWN, f"verification failed: {exc}")
-        assert node is not None  # context.abort() raises
-        return node, perms
+        return found, perms
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: RpcError) -> None:

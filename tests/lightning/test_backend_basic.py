@@ -228,3 +228,35 @@ async def test_calls_are_pipelined_on_one_channel(seller: LndBackend, simnet: Si
     invoices = await asyncio.gather(*calls)
     assert len({inv.payment_hash for inv in invoices}) == 64
     assert len(simnet.client_connections) == 1  # one connection carried them all
+
+
+async def test_time_before_caveat_holds_after_the_first_verification(simnet: Simnet, tmp_path) -> None:
+    """Verified macaroons are remembered, but a time-before caveat is checked on every call."""
+    from lightning.lnd import LndConfig
+    from lightning.simnet import macaroons
+
+    admin = simnet.macaroon_path("satwatt").read_bytes()
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    path = tmp_path / "short.macaroon"
+    path.write_bytes(macaroons.attenuate_time_before(admin, until))
+    expired = tmp_path / "expired.macaroon"
+    expired.write_bytes(macaroons.attenuate_time_before(admin, datetime.now(UTC) - timedelta(seconds=1)))
+    short = LndBackend(LndConfig.from_paths(simnet.address, simnet.tls_cert_path, path))
+    old = LndBackend(LndConfig.from_paths(simnet.address, simnet.tls_cert_path, expired))
+    try:
+        with pytest.raises(PermissionDenied, match="verification failed"):
+            await old.get_info()
+        assert (await short.get_info()).alias == "satwatt"  # verified, now remembered
+
+        async def denied() -> bool:
+            try:
+                await short.get_info()
+            except PermissionDenied:
+                return True
+            return False
+
+        await wait_for(denied, timeout=10)
+        assert datetime.now(UTC) >= until  # denied only once the caveat's time had come
+    finally:
+        await short.close()
+        await old.close()
