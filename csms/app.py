@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from csms import __version__
 from csms.api import chargers, id_tags, payers, problems, sessions, tariffs
 from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
-from csms.db.engine import create_engine, create_session_factory
+from csms.db.engine import create_engine, create_session_factory, create_writer_engine, dispose
 from csms.db.migrate import current_revision, head_revision, upgrade_to_head_async
 from csms.db.writer import GroupCommitWriter
 from csms.lightning_node import LightningNode, open_lightning, settlement_secret
@@ -28,6 +29,21 @@ from csms.settlement.engine import SettlementEngine
 
 log = logging.getLogger("csms")
 LAST_SEEN_FLUSH_S = 60
+
+
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_garbage_collector() -> None:
+    """Keep the cyclic garbage collector off the hot path: what start-up built (modules, schemas,
+    validators, the app) lives as long as the process, so it is frozen out of every collection, and the
+    youngest generation is collected after 20,000 allocations instead of 700. Each message allocates a
+    few hundred short-lived objects that reference counting frees anyway; a full collection walks every
+    object, and at the default thresholds it ran often enough to take about a third of the CPU."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 class StartupError(Exception):
@@ -59,7 +75,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
         api_key, _ = load_or_create_api_key(settings.data_dir, configured)
     engine = create_engine(settings.resolved_database_url)
     sessionmaker = create_session_factory(engine)
-    writer_engine = create_engine(settings.resolved_database_url, writer=True)
+    writer_engine = create_writer_engine(settings.resolved_database_url)
     writer = GroupCommitWriter(writer_engine)
     service = ChargingService(
         sessionmaker,
@@ -79,7 +95,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             await prepare_database(settings)
         except StartupError:
             await engine.dispose()
-            await writer_engine.dispose()
+            await dispose(writer_engine)
             raise
         await service.reset_connections()
         await writer.start()
@@ -108,6 +124,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
                     log.exception("saving when chargers were last seen failed")
 
         flusher = asyncio.create_task(flush_last_seen(), name="last-seen-flush")
+        settle_garbage_collector()
         try:
             yield
         finally:
@@ -118,7 +135,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             await writer.close()
             await node.close()
             await engine.dispose()
-            await writer_engine.dispose()
+            await dispose(writer_engine)
 
     app = FastAPI(
         title="satwatt",

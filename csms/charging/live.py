@@ -80,14 +80,15 @@ class LiveSession:
     offline_events: int = 0
     seq_seen: SeqSet = field(default_factory=SeqSet)
     kinds_seen: set[str] = field(default_factory=set)  # transaction events recorded without a seqNo
-    start_deadline: float | None = None  # a remote start accepted but not yet taken up (monotonic)
+    stored_state: str | None = None  # the state last written to the row by the charging service
 
     @property
     def energy_wh(self) -> int:
         return self.account.energy_wh
 
     def row(self, now: datetime) -> dict[str, Any]:
-        """The session's row in ``sessions`` (every column that changes; ``number`` as ``b_number``)."""
+        """The session's row in ``sessions``: every column that changes but ``state``, which settlement
+        refines for sold sessions (``number`` as ``b_number``)."""
         return {
             "b_number": self.number,
             "connector_id": self.connector_id,
@@ -96,7 +97,6 @@ class LiveSession:
             "remote_start_id": self.remote_start_id,
             "id_tag": self.id_tag,
             "id_tag_status": self.id_tag_status,
-            "state": self.state,
             "start_fingerprint": self.start_fingerprint,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
@@ -145,6 +145,7 @@ class LiveSession:
             last_seq_no=row.last_seq_no,
             stop_reason=row.stop_reason,
             offline_events=row.offline_events,
+            stored_state=row.state,
         )
 
 

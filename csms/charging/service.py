@@ -60,6 +60,9 @@ _messages = ChargerMessage.__table__
 
 INSERT_SESSION = insert(_sessions)
 INSERT_MESSAGE = insert(_messages)
+UPDATE_SESSION_STATE = (
+    update(_sessions).where(_sessions.c.number == bindparam("b_number")).values(state=bindparam("state"))
+)
 UPDATE_LAST_SEEN = (
     update(_chargers).where(_chargers.c.id == bindparam("b_id")).values(last_message_at=bindparam("at"))
 )
@@ -73,6 +76,12 @@ class SessionListener(Protocol):
 
     async def session_started(self, update: SessionUpdate) -> None:
         """A transaction started (its session is committed): decide whether and how it is sold."""
+
+    def sells(self, session_number: int) -> bool:
+        """Whether the session is sold (its state is then settlement's to keep)."""
+
+    async def reload(self, session_number: int) -> None:
+        """Take the session's settlement state from the log again (a write failed)."""
 
 
 def new_session_id() -> str:
@@ -108,7 +117,7 @@ class ChargingService:
         self.accept_unknown_id_tags = accept_unknown_id_tags
         self.remote_start_timeout = timedelta(seconds=remote_start_timeout_s)
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.numbers = SessionNumbers(writer.engine)
+        self.numbers = SessionNumbers(sessionmaker, writer.engine.dialect.name)
         self.events: SessionEventLog | None = None
         self.listener: SessionListener | None = None
         self._live: dict[str, LiveCharger] = {}
@@ -135,15 +144,26 @@ class ChargingService:
 
     # ------------------------------------------------------------- writing
     def _stage_session(self, unit: Unit, session: LiveSession, *, new: bool = False) -> None:
+        """Stage the session's row. Its ``state`` is written here only when it changed and the session
+        is not sold: settlement keeps a sold session's state (awaiting payment, suspended...)."""
         now = self.clock()
         row = session.row(now)
         if new:
             values = {k: v for k, v in row.items() if k != "b_number"}
-            values.update(number=session.number, id=session.id, charger_id=session.charger_id)
+            values.update(
+                number=session.number, id=session.id, charger_id=session.charger_id, state=session.state
+            )
             values["created_at"] = session.created_at or now
             unit.add(INSERT_SESSION, values)
-        else:
-            unit.add(self._update_session, row, key=session.number)
+            session.stored_state = session.state
+            return
+        unit.add(self._update_session, row, key=session.number)
+        sold = self.listener is not None and self.listener.sells(session.number)
+        if session.state != session.stored_state and not sold:
+            unit.add(
+                UPDATE_SESSION_STATE, {"b_number": session.number, "state": session.state}, key=session.number
+            )
+            session.stored_state = session.state
 
     def _stage_update_events(self, unit: Unit, updates: list[SessionUpdate]) -> None:
         """Each session change goes into the session's event log in the same transaction as the change."""
@@ -164,17 +184,30 @@ class ChargingService:
         """Commit ``unit`` with what settlement makes of ``updates``; a started transaction is committed
         before settlement decides whether it is sold (which reads the payer of its id tag)."""
         self._stage_update_events(unit, updates)
-        for item in updates:
-            if item.kind == "started":
-                await self.writer.commit(unit)
-                self._notify(updates)
-                unit = Unit()
-                if self.listener is not None:
-                    await self.listener.session_started(item)
-            elif self.listener is not None:
-                self.listener.session_changed(item, unit)
-        await self.writer.commit(unit)
+        try:
+            for item in updates:
+                if item.kind == "started":
+                    await self.writer.commit(unit)
+                    self._notify(updates)
+                    unit = Unit()
+                    if self.listener is not None:
+                        await self.listener.session_started(item)
+                elif self.listener is not None:
+                    self.listener.session_changed(item, unit)
+            await self.writer.commit(unit)
+        except Exception:
+            await self._forget(updates)
+            raise
         self._notify(updates)
+
+    async def _forget(self, updates: list[SessionUpdate]) -> None:
+        """A fact could not be written: what memory made of it must not outlive it. The chargers'
+        state is loaded again from the log on their next message, and so is settlement's."""
+        for charger_id in {item.charger_id for item in updates}:
+            self._live.pop(charger_id, None)
+        if self.listener is not None:
+            for number in {item.session_number for item in updates}:
+                await self.listener.reload(number)
 
     def _notify(self, updates: list[SessionUpdate]) -> None:
         if self.events is not None:
@@ -562,7 +595,9 @@ class ChargingService:
                 session.id_tag = message.id_tag
             if authorization is not None:
                 session.id_tag_status = authorization.status
-            session.ocpp_transaction_id = message.ocpp_transaction_id or str(session.number)
+            session.ocpp_transaction_id = message.ocpp_transaction_id or await self._free_transaction_id(
+                live, session
+            )
             if session.connector_id is not None and message.kind != "ended":
                 self._supersede(live, unit, session, message.timestamp, updates)
             if new:
@@ -602,6 +637,14 @@ class ChargingService:
         self._stage_session(unit, session)
         await self._commit(unit, updates)
         return self._outcome(session, authorization, duplicate=False)
+
+    async def _free_transaction_id(self, live: LiveCharger, session: LiveSession) -> str:
+        """The 1.6 transactionId satwatt gives a new transaction: the session's number, unless the
+        charger already used that id itself (a StopTransaction of a transaction satwatt never saw)."""
+        transaction_id = str(session.number)
+        while live.by_transaction.get(transaction_id, session) is not session:
+            transaction_id = str(await self.numbers.take())
+        return transaction_id
 
     @staticmethod
     def _outcome(

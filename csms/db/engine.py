@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+import sqlalchemy
+from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from csms.jsoncodec import dumps
@@ -44,6 +45,29 @@ def create_engine(url: str, *, echo: bool = False, writer: bool = False) -> Asyn
         pool_pre_ping=True,
         json_serializer=dumps,
     )
+
+
+def create_writer_engine(url: str) -> AsyncEngine | Engine:
+    """The group-commit writer's one connection (csms.db.writer): SQLite through the standard library
+    driver in the writer's own thread (a batch in one hop), PostgreSQL through asyncpg."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, writer=True)
+    engine = sqlalchemy.create_engine(
+        url.replace("sqlite+aiosqlite", "sqlite", 1),
+        connect_args={"timeout": 30, "check_same_thread": False},
+        json_serializer=dumps,
+        pool_size=1,
+        max_overflow=0,
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+async def dispose(engine: AsyncEngine | Engine) -> None:
+    if isinstance(engine, AsyncEngine):
+        await engine.dispose()
+    else:
+        engine.dispose()
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

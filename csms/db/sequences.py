@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from csms.db.models import ChargingSession
 
@@ -19,19 +19,20 @@ BLOCK = 64
 
 
 class SessionNumbers:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], dialect: str) -> None:
+        self.db = sessionmaker
+        self.dialect = dialect
         self._free: list[int] = []
         self._next_sqlite: int | None = None
         self._lock = asyncio.Lock()
 
     async def take(self) -> int:
-        if self.engine.dialect.name == "sqlite":
+        if self.dialect == "sqlite":
             if self._next_sqlite is None:
                 async with self._lock:
                     if self._next_sqlite is None:
-                        async with self.engine.connect() as connection:
-                            largest = await connection.scalar(select(func.max(ChargingSession.number)))
+                        async with self.db() as db:
+                            largest = await db.scalar(select(func.max(ChargingSession.number)))
                         self._next_sqlite = (largest or 0) + 1
             number = self._next_sqlite
             self._next_sqlite += 1
@@ -39,8 +40,8 @@ class SessionNumbers:
         if not self._free:
             async with self._lock:
                 if not self._free:
-                    async with self.engine.connect() as connection:
-                        rows = await connection.execute(
+                    async with self.db() as db:
+                        rows = await db.execute(
                             text(
                                 "SELECT nextval(pg_get_serial_sequence('sessions', 'number')) "
                                 "FROM generate_series(1, :n)"

@@ -54,7 +54,7 @@ from csms.db.models import (
 from csms.db.writer import GroupCommitWriter, Unit
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement import policy
-from csms.settlement.bill import compute_bill, session_view
+from csms.settlement.bill import compute_bill, session_state
 from csms.settlement.session import (
     InvoiceStatus,
     SessionSettlement,
@@ -160,6 +160,7 @@ class _Open:
 
     state: SessionSettlement
     tariff: Tariff
+    shown_state: str | None = None  # the session state last written to its row
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,19 @@ class SettlementEngine:
 
         self._step(update.session_number, entry, fact, unit)
 
+    def sells(self, session_number: int) -> bool:
+        return session_number in self._open
+
+    async def reload(self, session_number: int) -> None:
+        await self.writer.barrier()
+        async with self.db() as db:
+            row = await db.get(Settlement, session_number)
+        self._open.pop(session_number, None)
+        if row is not None and not row.closed:
+            self._open[session_number] = _Open(
+                SessionSettlement.from_dict(row.state), Tariff.from_dict(row.tariff)
+            )
+
     async def session_started(self, update: SessionUpdate) -> None:
         """A transaction started: sold if its id tag belongs to a payer (or it is a paid walk-up)."""
         if update.session_number not in self._open:
@@ -413,8 +427,9 @@ class SettlementEngine:
             {"b_number": number, "state": result.state.to_dict(), "closed": closed, "at": now},
             key=number,
         )
-        view = session_view(result.state, entry.tariff, now)
-        unit.add(UPDATE_SESSION_STATE, {"b_number": number, "state": view.state.value}, key=number, late=True)
+        shown = session_state(result.state).value
+        if shown != entry.shown_state:
+            unit.add(UPDATE_SESSION_STATE, {"b_number": number, "state": shown}, key=number, late=True)
         for decision in result.decisions:
             self._stage_decision(unit, number, decision, now)
         if within is not None:
@@ -422,7 +437,7 @@ class SettlementEngine:
         if closed:
             self._open.pop(number, None)
         else:
-            self._open[number] = _Open(result.state, entry.tariff)
+            self._open[number] = _Open(result.state, entry.tariff, shown)
         notify = self.events.notify
         unit.on_commit(lambda: notify(number))
         if result.decisions:
@@ -445,7 +460,11 @@ class SettlementEngine:
             )
         unit = Unit()
         result = self._step(number, entry, fact, unit, within)
-        await self.writer.commit(unit)
+        try:
+            await self.writer.commit(unit)
+        except Exception:
+            await self.reload(number)  # memory must not keep what the log does not
+            raise
         return result
 
     def _stage_decision(self, unit: Unit, number: int, decision: policy.Decision, now: datetime) -> None:
