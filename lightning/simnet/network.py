@@ -229,6 +229,7 @@ class Network:
         self._by_payreq: dict[str, tuple[str, bytes]] = {}  # payment request -> (node, r_hash)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tasks_running = False
+        self.payments_in_flight = 0
         self._load(nodes)
         self.autopay = autopay
         self.autopay_stats = AutoPayStats()
@@ -758,8 +759,13 @@ class Network:
         self.store.save_node(payer.row)
         self.store.save_payment(pay)
         self.payments[payer_name][r_hash] = pay
-        self._spawn(self._run_payment(pay, payee, fee_limit_msat, timeout_s))
+        self.payments_in_flight += 1
+        task = self._spawn(self._run_payment(pay, payee, fee_limit_msat, timeout_s))
+        task.add_done_callback(self._payment_done)
         return pay
+
+    def _payment_done(self, _task: asyncio.Task[Any]) -> None:
+        self.payments_in_flight -= 1
 
     def _fail(self, pay: PaymentRow, reason: int) -> None:
         pay.status = P_FAILED

@@ -53,6 +53,7 @@ class Gate:
         self.delayed = 0  # calls held by rpc_latency_s or a stall right now (tests see pipelining)
         self.stall: asyncio.Event | None = None  # set: calls wait until it is set (Simnet.stall_calls)
         self.peers: set[str] = set()  # client connections seen (address:port)
+        self.writes = 0  # write calls in progress
         # Macaroons verified before (metadata value -> node, permissions, time-before as a timestamp).
         self._verified: dict[str, tuple[Node, frozenset[str], float | None]] = {}
 
@@ -79,7 +80,13 @@ class Gate:
         node, perms = await self._authenticate(context)
         if perm is not None and perm not in perms:
             await context.abort(StatusCode.UNKNOWN, "permission denied")
+        if perm is not None and perm.endswith(":write"):
+            self.writes += 1  # the store's group commit waits for siblings when there are many
+            context.add_done_callback(self._write_done)
         return node
+
+    def _write_done(self, _context: Any) -> None:
+        self.writes -= 1
 
     async def maybe_lose_response(self, context: grpc.aio.ServicerContext) -> None:
         """Fault: the call did its work, but the answer is lost (the link broke just then)."""

@@ -130,6 +130,7 @@ class Simnet:
             self._store.close()
             self._store = None
             raise
+        self._store.siblings = self._writes_in_progress
         self._write_macaroons()
         self.network.start()
         try:
@@ -281,6 +282,10 @@ class Simnet:
     def invoice_subscribers(self, node: str) -> int:
         """Open SubscribeInvoices streams of ``node`` (tests wait on this instead of sleeping)."""
         return len(self._net().invoice_events.queues.get(node, ()))
+
+    def _writes_in_progress(self) -> int:
+        net = self.network
+        return (self._gate.writes if self._gate is not None else 0) + (net.payments_in_flight if net else 0)
 
     def stall_calls(self) -> None:
         """Fault: every call that arrives waits inside the node until :meth:`resume_calls`."""
