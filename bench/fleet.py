@@ -140,6 +140,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await recreate_database(args.database_url)
             await migrate(args.database_url, tree)
         extra = {} if args.passwords else {"CSMS_REQUIRE_CHARGER_PASSWORD": "false"}
+        if args.pending_per_address is not None:
+            extra["CSMS_MAX_PENDING_CONNECTIONS_PER_ADDRESS"] = str(args.pending_per_address)
+        result["config"]["max_pending_connections_per_address"] = args.pending_per_address
         server = SatwattServer(Path(tmp) / "data", free_port(), args.database_url, env_extra=extra, tree=tree)
         await server.start()
         try:
@@ -388,6 +391,12 @@ def main() -> None:
         default=100_000,
         help="the default tariff's unpaid allowance (default 100000 Wh, grace 1 h: sessions keep charging "
         "unpaid); 0 keeps the shipped tariff (sessions suspended)",
+    )
+    parser.add_argument(
+        "--pending-per-address",
+        type=int,
+        help="CSMS_MAX_PENDING_CONNECTIONS_PER_ADDRESS for the server (default: satwatt's own, 64); every "
+        "simulated charger connects from 127.0.0.1, so the bound throttles the whole fleet (429s); 0 = none",
     )
     parser.add_argument("--register-concurrency", type=int, default=4, help="parallel registration requests")
     parser.add_argument("--satwatt-rev", metavar="REV", help="run satwatt as committed at this git revision")
