@@ -60,6 +60,9 @@ def create_writer_engine(url: str) -> AsyncEngine | Engine:
         max_overflow=0,
     )
     event.listen(engine, "connect", _sqlite_pragmas)
+    # The writer runs in the event loop's thread: it must never wait for the file lock there (the
+    # transaction holding it may need the loop to finish). It is told at once and retries (writer.py).
+    event.listen(engine, "connect", lambda connection, _record: connection.execute("PRAGMA busy_timeout=0"))
     return engine
 
 

@@ -26,10 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, MetaData, Table
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
 log = logging.getLogger("csms.db.writer")
+
+LOCK_PATIENCE_S = 30.0
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    message = str(exc.orig).lower()
+    return "locked" in message or "busy" in message
+
 
 Params = dict[str, Any]
 
@@ -237,8 +246,20 @@ class GroupCommitWriter:
         if isinstance(engine, AsyncEngine):
             async with engine.begin() as connection:
                 return await connection.run_sync(_execute_units, units)
-        with engine.begin() as connection:
-            return _execute_units(connection, units)
+        waited, attempt = 0.0, 0
+        while True:
+            try:
+                with engine.begin() as connection:
+                    return _execute_units(connection, units)
+            except OperationalError as exc:
+                # another connection (a REST API write) holds SQLite's write lock: let the loop run
+                # so it can finish, then try again
+                if not _is_locked(exc) or waited >= LOCK_PATIENCE_S:
+                    raise
+            attempt += 1
+            delay = min(0.05, 0.001 * attempt)
+            await asyncio.sleep(delay)
+            waited += delay
 
     def _done(self, item: tuple[Unit, asyncio.Future[None]]) -> None:
         unit, future = item
