@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -170,6 +171,20 @@ async def bench_cycle(
     return rate, latencies
 
 
+def _record(
+    kind: str, concurrency: int, rate: float, lat: list[float] | None, cpu: tuple[float, float | None]
+) -> dict[str, float | int | str | None]:
+    return {
+        "kind": kind,
+        "concurrency": concurrency,
+        "per_s": round(rate, 1),
+        "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
+        "p99_ms": round(percentile(lat, 0.99) * 1000, 1) if lat else None,
+        "client_cpu_us_per_op": round(cpu[0]),
+        "simnet_cpu_us_per_op": round(cpu[1]) if cpu[1] is not None else None,
+    }
+
+
 def _row(
     kind: str, concurrency: int, rate: float, lat: list[float] | None, cpu: tuple[float, float | None]
 ) -> str:
@@ -196,7 +211,10 @@ async def main(argv: list[str] | None = None) -> None:
         default=["create", "cycle", "autopay"],
         help="which measurements to run",
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
+    records: list[dict[str, float | int | str | None]] = []
+    load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="simnet-bench-") as tmp:
         data_dir = Path(tmp)
@@ -239,15 +257,21 @@ async def main(argv: list[str] | None = None) -> None:
                 if "create" in args.only:
                     meter.start()
                     rate = await bench_create(seller, args.n, concurrency)
-                    print(_row("create", concurrency, rate, None, meter.per_op_us(args.n)))
+                    cpu = meter.per_op_us(args.n)
+                    print(_row("create", concurrency, rate, None, cpu))
+                    records.append(_record("create", concurrency, rate, None, cpu))
                 if "cycle" in args.only:
                     meter.start()
                     rate, lat = await bench_cycle(seller, payer, args.n, concurrency)
-                    print(_row("cycle", concurrency, rate, lat, meter.per_op_us(args.n)))
+                    cpu = meter.per_op_us(args.n)
+                    print(_row("cycle", concurrency, rate, lat, cpu))
+                    records.append(_record("cycle", concurrency, rate, lat, cpu))
                 if "autopay" in args.only:
                     meter.start()
                     rate, lat = await bench_cycle(station, None, args.n, concurrency)
-                    print(_row("autopay", concurrency, rate, lat, meter.per_op_us(args.n)))
+                    cpu = meter.per_op_us(args.n)
+                    print(_row("autopay", concurrency, rate, lat, cpu))
+                    records.append(_record("autopay", concurrency, rate, lat, cpu))
         finally:
             for b in (seller, payer, station):
                 await b.close()
@@ -256,6 +280,17 @@ async def main(argv: list[str] | None = None) -> None:
             if proc is not None:
                 proc.terminate()
                 await proc.wait()
+    if args.json is not None:
+        result = {
+            "benchmark": "bench/lightning_simnet.py",
+            "mode": "embedded" if args.embedded else "subprocess",
+            "invoices_per_row": args.n,
+            "amount_msat": AMOUNT_MSAT,
+            "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "cpus": os.cpu_count(),
+            "rows": records,
+        }
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     print("create  = create_invoice (one AddInvoice); latency of a cycle: create -> settle seen")
     print("client us / simnet us = CPU microseconds per operation in each process (embedded: one process)")
     print("cycle   = create (satwatt) -> car1 pays over gRPC (SendPaymentV2) -> settle seen on the stream")
