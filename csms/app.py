@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from csms import __version__
 from csms.api import chargers, id_tags, payers, problems, sessions, tariffs
+from csms.charging.plausibility import REASONS, Limits
 from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
 from csms.db.engine import create_engine, create_session_factory, create_writer_engine, dispose
@@ -82,6 +83,12 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
         writer,
         accept_unknown_id_tags=settings.accept_unknown_id_tags,
         remote_start_timeout_s=settings.remote_start_timeout_s,
+        plausibility=Limits(
+            max_power_w=settings.max_connector_power_w,
+            margin_wh=settings.meter_step_margin_wh,
+            meter_max_wh=settings.meter_max_wh,
+            clock_tolerance_s=settings.clock_tolerance_s,
+        ),
     )
     registry = ConnectionRegistry()
     context = OcppContext(settings, service, registry, PasswordVerifier())
@@ -196,6 +203,12 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             "# HELP satwatt_connected_chargers Chargers with a live OCPP connection.",
             "# TYPE satwatt_connected_chargers gauge",
             f"satwatt_connected_chargers {len(registry)}",
+            "# HELP satwatt_meter_anomalies_total Implausible meter readings flagged, never billed.",
+            "# TYPE satwatt_meter_anomalies_total counter",
+            *(
+                f'satwatt_meter_anomalies_total{{reason="{reason}"}} {service.anomalies[reason]}'
+                for reason in REASONS
+            ),
         ]
         if node is not None:
             health = node.backend.health

@@ -131,6 +131,34 @@ class Settings(BaseSettings):
     settlement_tick_ms: int = Field(
         default=1000, ge=20, le=60000, description="How often settlement checks every open session."
     )
+    max_connector_power_w: int = Field(
+        default=400_000,
+        ge=1,
+        le=2**31 - 1,
+        description="The most power any connector delivers (W): a register step faster than this (plus "
+        "meter_step_margin_wh) is an implausible reading, flagged and never billed; so is a power beyond it.",
+    )
+    meter_step_margin_wh: int = Field(
+        default=1000,
+        ge=0,
+        le=10**9,
+        description="Energy a register may move beyond max_connector_power_w x elapsed time (meter "
+        "resolution: a register in whole kWh moves 1000 Wh at once).",
+    )
+    meter_max_wh: int = Field(
+        default=10**11,
+        ge=1,
+        le=10**18,
+        description="The highest register a meter can show (Wh); a register beyond it, or below 0, is "
+        "implausible.",
+    )
+    clock_tolerance_s: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="How far a charger's timestamp may be ahead of satwatt's clock before its reading is "
+        "flagged as from the future.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -47,7 +47,8 @@ def test_outlet_preferred_inlet_fallback_ev_ignored() -> None:
 def test_signed_unknown_units_negative_and_soc() -> None:
     assert normalise(T0, [SampledValue(value=None, signed=True)]).energy_register_wh is None
     assert normalise(T0, [sv("5", unit="varh")]).energy_register_wh is None
-    assert normalise(T0, [sv("-5")]).energy_register_wh is None
+    assert normalise(T0, [sv("-5")]).energy_register_wh == -5  # kept: plausibility flags it
+    assert normalise(T0, [sv("-0.5")]).energy_register_wh == -1  # floored
     reading = normalise(
         T0, [sv("81", "SoC", unit="Percent", location="EV"), sv("10", context="Sample.Clock")]
     )

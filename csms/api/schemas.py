@@ -109,11 +109,19 @@ class ChargerOut(BaseModel):
 
 class MeterPoint(BaseModel):
     timestamp: datetime
-    energy_wh: int | None = Field(description="Energy delivered in the session up to this reading.")
+    energy_wh: int | None = Field(
+        description="Energy delivered in the session up to this reading (null for an implausible one)."
+    )
     power_w: int | None
     soc_percent: int | None
     context: str
     after_end: bool
+    register_wh: int | None = Field(default=None, description="The meter's register (Wh) as received.")
+    anomaly: str | None = Field(
+        default=None,
+        description="Why the reading is implausible (it is then never billed): from_the_future, "
+        "register_out_of_range, power_out_of_range, register_decreased, faster_than_max_power.",
+    )
 
 
 class IdTagCreate(Strict):

@@ -134,7 +134,8 @@ def session_out(session: ChargingSession, settlement: Settlement | None) -> Sess
 
 def meter_point(session: ChargingSession, sample: MeterSample) -> MeterPoint:
     delivered = None
-    if sample.energy_register_wh is not None and session.meter_start_wh is not None:
+    plausible = sample.anomaly is None
+    if plausible and sample.energy_register_wh is not None and session.meter_start_wh is not None:
         delivered = max(0, sample.energy_register_wh - session.meter_start_wh)
     return MeterPoint(
         timestamp=sample.timestamp,
@@ -143,6 +144,8 @@ def meter_point(session: ChargingSession, sample: MeterSample) -> MeterPoint:
         soc_percent=sample.soc_percent,
         context=sample.context,
         after_end=sample.after_end,
+        register_wh=sample.energy_register_wh,
+        anomaly=sample.anomaly,
     )
 
 
@@ -327,7 +330,10 @@ SSE_EVENT = {
     "required": ["id", "event", "data"],
     "properties": {
         "id": {"type": "string", "pattern": "^[0-9]+$"},
-        "event": {"type": "string", "description": "meter, invoice, paid, suspended, resumed, ended, closed"},
+        "event": {
+            "type": "string",
+            "description": "meter, anomaly, invoice, paid, suspended, resumed, ended, closed",
+        },
         "data": {"type": "string", "contentMediaType": "application/json"},
     },
 }
@@ -335,7 +341,7 @@ SSE_EVENT = {
 
 @router.get(
     "/{session_id}/events",
-    summary="Server-sent events: meter, invoice, paid, suspended, resumed, ended",
+    summary="Server-sent events: meter, anomaly, invoice, paid, suspended, resumed, ended",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}},

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from csms.charging.metering import EnergyAccount
+from csms.charging.plausibility import ReadingHistory
 
 ENDED_KEPT = 16  # ended sessions kept per charger, so late retries and replays find them in memory
 
@@ -81,6 +82,10 @@ class LiveSession:
     seq_seen: SeqSet = field(default_factory=SeqSet)
     kinds_seen: set[str] = field(default_factory=set)  # transaction events recorded without a seqNo
     stored_state: str | None = None  # the state last written to the row by the charging service
+    # the plausible register readings, to judge the next one against (csms.charging.plausibility)
+    history: ReadingHistory = field(default_factory=ReadingHistory)
+    # the verdicts on the latest samples by digest: a retried sample gets the verdict it got first
+    verdicts: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def energy_wh(self) -> int:
@@ -146,6 +151,9 @@ class LiveSession:
             stop_reason=row.stop_reason,
             offline_events=row.offline_events,
             stored_state=row.state,
+            history=ReadingHistory.resumed(
+                start, row.meter_start_at, account.max_register_wh, row.last_sample_at
+            ),
         )
 
 

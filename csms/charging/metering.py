@@ -7,7 +7,8 @@ state of charge. :class:`EnergyAccount` turns the readings of a transaction into
 total that never decreases, whatever order the readings arrive in.
 
 Rounding: energy is floored to whole Wh (a fraction of a Wh not yet completed is not delivered
-energy), power is floored to whole W.
+energy), power is floored to whole W. A register is kept whatever its value (a negative one too):
+whether it can be true is :mod:`csms.charging.plausibility`'s question, asked before it is applied.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
 POWER = "Power.Active.Import"
@@ -125,7 +126,7 @@ def normalise(timestamp: datetime, samples: Iterable[SampledValue]) -> Reading:
     contexts = [s.context for s in values if s.context]
     return Reading(
         timestamp=timestamp,
-        energy_register_wh=int(energy) if energy is not None and energy >= 0 else None,
+        energy_register_wh=int(energy.to_integral_value(ROUND_FLOOR)) if energy is not None else None,
         power_w=int(power) if power is not None else None,
         soc_percent=int(soc) if soc is not None and 0 <= soc <= 100 else None,
         context=contexts[0] if contexts else "",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -33,7 +34,8 @@ from csms.charging.events import (
     TransactionOutcome,
 )
 from csms.charging.live import LiveCharger, LiveConnector, LiveSession, SeqSet
-from csms.charging.metering import normalise
+from csms.charging.metering import Reading, normalise
+from csms.charging.plausibility import Limits, check_value
 from csms.charging.session_events import SessionEventLog
 from csms.db.models import (
     Charger,
@@ -51,6 +53,7 @@ log = logging.getLogger("csms.charging")
 
 PENDING, CHARGING, ENDED = "pending", "charging", "ended"
 SUPERSEDED = "SupersededByNewTransaction"
+VERDICTS_KEPT = 32  # verdicts remembered per session, so a retried sample is judged as it was first
 
 _sessions = ChargingSession.__table__
 _chargers = Charger.__table__
@@ -111,6 +114,7 @@ class ChargingService:
         accept_unknown_id_tags: bool = False,
         remote_start_timeout_s: int = 120,
         clock: Any = None,
+        plausibility: Limits | None = None,
     ) -> None:
         self.db = sessionmaker
         self.writer = writer
@@ -138,6 +142,9 @@ class ChargingService:
         self._update_session = update(_sessions).where(_sessions.c.number == bindparam("b_number"))
         # The settlement engine's running cost of a session (msat), None for sessions not sold.
         self.cost_of: Any = None
+        # what a reading may be, and the implausible readings flagged since start, by reason
+        self.limits = plausibility or Limits()
+        self.anomalies: Counter[str] = Counter()
 
     def subscribe(self, listener: SessionListener) -> None:
         self.listener = listener
@@ -623,19 +630,33 @@ class ChargingService:
             session.id_tag_status = authorization.status if authorization else None
 
         account = session.account
-        if message.meter_start_wh is not None and not account.closed:
-            account.start(message.meter_start_wh, message.timestamp)
+        flagged: list[str] = []
+        start_wh = message.meter_start_wh
+        if (
+            start_wh is not None
+            and not account.closed
+            and self._plausible_register(unit, session, "meterStart", start_wh, message, flagged)
+        ):
+            account.start(start_wh, message.timestamp)
         if message.connector_id is not None and session.connector_id is None:
             session.connector_id = message.connector_id
-        changed = self._add_meter_values(unit, session, message.meter_values, source=f"tx.{message.kind}")
+        changed = self._add_meter_values(
+            unit, session, message.meter_values, source=f"tx.{message.kind}", flagged=flagged
+        )
         if message.kind == "ended" and not account.closed:
-            self._end(session, message.meter_stop_wh, message.timestamp, message.stop_reason)
+            meter_stop_wh = message.meter_stop_wh
+            if meter_stop_wh is not None and not self._plausible_register(
+                unit, session, "meterStop", meter_stop_wh, message, flagged
+            ):
+                meter_stop_wh = None  # kept as received in the transaction event and the anomaly event
+            self._end(session, meter_stop_wh, message.timestamp, message.stop_reason)
             live.retire(session)
             updates.append(self._update(session, "ended", message.timestamp))
         elif changed and not created:
             updates.append(self._update(session, "meter", session.last_sample_at))
         self._stage_session(unit, session)
         await self._commit(unit, updates)
+        self._flagged(session.number, flagged)
         return self._outcome(session, authorization, duplicate=False)
 
     async def _free_transaction_id(self, live: LiveCharger, session: LiveSession) -> str:
@@ -728,33 +749,68 @@ class ChargingService:
             session = live.open_on(connector_id)
         unit = Unit()
         updates: list[SessionUpdate] = []
+        flagged: list[str] = []
         if session is None:
             now = self.clock()
             for value in values:
-                self._stage_sample(unit, None, charger_id, connector_id, value, "MeterValues", False, now)
-        elif self._add_meter_values(unit, session, values, source="MeterValues"):
+                reading = normalise(value.timestamp, value.sampled_values)
+                anomaly = check_value(
+                    reading.timestamp, now, reading.energy_register_wh, reading.power_w, self.limits
+                )
+                self._stage_sample(
+                    unit, None, charger_id, connector_id, value, "MeterValues", False, now, reading, anomaly
+                )
+                if anomaly is not None:
+                    flagged.append(anomaly)
+        elif self._add_meter_values(unit, session, values, source="MeterValues", flagged=flagged):
             self._stage_session(unit, session)
             updates.append(self._update(session, "meter", session.last_sample_at))
         await self._commit(unit, updates)
+        self._flagged(session.number if session is not None else None, flagged)
 
     def _add_meter_values(
-        self, unit: Unit, session: LiveSession, values: Iterable[MeterValue], *, source: str
+        self,
+        unit: Unit,
+        session: LiveSession,
+        values: Iterable[MeterValue],
+        *,
+        source: str,
+        flagged: list[str],
     ) -> bool:
-        """Store each meter value and apply it to the session; True when the session changed."""
-        values = list(values)
+        """Store each meter value and apply the plausible ones to the session (an implausible one is
+        stored flagged, logged as an ``anomaly`` event and never applied, see
+        :mod:`csms.charging.plausibility`); True when the session changed. The reasons of new
+        anomalies are added to ``flagged``."""
+        values = sorted(values, key=lambda v: v.timestamp)
         if not values:
             return False
         now = self.clock()
         ended = session.ended_at is not None
         account = session.account
-        readings = [
+        connector_id = session.connector_id or 0
+        readings: list[Reading] = []
+        for value in values:
+            reading = normalise(value.timestamp, value.sampled_values)
+            digest = sample_digest(connector_id, session.ocpp_transaction_id, source, value)
+            if digest in session.verdicts:  # a retried sample: judged once, flagged once
+                anomaly, fresh = session.verdicts[digest], False
+            else:
+                anomaly, fresh = self._judge(session, reading, now), True
+                session.verdicts[digest] = anomaly
+                if len(session.verdicts) > VERDICTS_KEPT:
+                    del session.verdicts[next(iter(session.verdicts))]
             self._stage_sample(
-                unit, session, session.charger_id, session.connector_id or 0, value, source, ended, now
+                unit, session, session.charger_id, connector_id, value, source, ended, now, reading, anomaly
             )
-            for value in values
-        ]
+            if anomaly is None:
+                readings.append(reading)
+            elif fresh:
+                self._stage_anomaly(
+                    unit, session, "sample", source, reading.timestamp, reading.energy_register_wh,
+                    reading.power_w, anomaly, now, flagged,
+                )  # fmt: skip
         changed = False
-        for reading in sorted(readings, key=lambda r: r.timestamp):
+        for reading in readings:
             if reading.energy_register_wh is not None and account.apply(
                 reading.energy_register_wh, reading.timestamp
             ):
@@ -770,6 +826,69 @@ class ChargingService:
                 changed = True
         return changed
 
+    def _judge(self, session: LiveSession, reading: Reading, now: datetime) -> str | None:
+        """Whether a reading of the session is plausible (None) or why not; a plausible register is
+        kept in the session's history."""
+        return session.history.take(
+            reading.timestamp, now, reading.energy_register_wh, reading.power_w, self.limits
+        )
+
+    def _plausible_register(
+        self,
+        unit: Unit,
+        session: LiveSession,
+        name: str,
+        register_wh: int,
+        message: TransactionMessage,
+        flagged: list[str],
+    ) -> bool:
+        """Judge a 1.6 meterStart / meterStop; an implausible one is logged as an anomaly event."""
+        now = self.clock()
+        anomaly = session.history.take(message.timestamp, now, register_wh, None, self.limits)
+        if anomaly is not None:
+            source = f"tx.{message.kind}"
+            self._stage_anomaly(
+                unit, session, name, source, message.timestamp, register_wh, None, anomaly, now, flagged
+            )
+        return anomaly is None
+
+    @staticmethod
+    def _stage_anomaly(
+        unit: Unit,
+        session: LiveSession,
+        reading: str,
+        source: str,
+        at: datetime,
+        register_wh: int | None,
+        power_w: int | None,
+        reason: str,
+        now: datetime,
+        flagged: list[str],
+    ) -> None:
+        """An implausible reading, in the session's event log (it is never priced)."""
+        log.warning(
+            "%s: implausible %s of session %s (%s at %s: %s Wh, %s W), not billed",
+            session.charger_id, reading, session.id, source, at.isoformat(), register_wh, power_w, reason,
+        )  # fmt: skip
+        data = {
+            "reading": reading,
+            "source": source,
+            "at": at.isoformat(),
+            "register_wh": register_wh,
+            "power_w": power_w,
+            "reason": reason,
+        }
+        SessionEventLog.stage(unit, session.number, "anomaly", data, now)
+        flagged.append(reason)
+
+    def _flagged(self, session_number: int | None, reasons: list[str]) -> None:
+        """After the commit: count the new anomalies and wake the readers of the session's events."""
+        if not reasons:
+            return
+        self.anomalies.update(reasons)
+        if session_number is not None and self.events is not None:
+            self.events.notify(session_number)
+
     def _stage_sample(
         self,
         unit: Unit,
@@ -780,8 +899,9 @@ class ChargingService:
         source: str,
         after_end: bool,
         now: datetime,
-    ) -> Any:
-        reading = normalise(value.timestamp, value.sampled_values)
+        reading: Reading,
+        anomaly: str | None,
+    ) -> None:
         transaction_id = session.ocpp_transaction_id if session is not None else None
         unit.add(
             self._insert_sample,
@@ -798,10 +918,10 @@ class ChargingService:
                 "power_w": reading.power_w,
                 "soc_percent": reading.soc_percent,
                 "after_end": after_end,
+                "anomaly": anomaly,
                 "sampled_values": value.raw.get("sampledValue", []),
             },
         )
-        return reading
 
     # ------------------------------------------------------------ reading
     def session_state(self, charger_id: str, number: int) -> LiveSession | None:

@@ -21,7 +21,10 @@ from csms.db.writer import Unit
 
 _INSERT = insert(SessionEvent.__table__)
 
-EVENT_KINDS = ("started", "meter", "invoice", "paid", "suspended", "resumed", "stopping", "ended", "closed")
+# anomaly: an implausible reading, flagged with its reason and never priced (csms.charging.plausibility)
+EVENT_KINDS = (
+    "started", "meter", "anomaly", "invoice", "paid", "suspended", "resumed", "stopping", "ended", "closed",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

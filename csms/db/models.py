@@ -193,6 +193,8 @@ class MeterSample(Base):
     power_w: Mapped[int | None] = mapped_column(Integer)
     soc_percent: Mapped[int | None] = mapped_column(Integer)
     after_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    # why the reading is implausible (csms.charging.plausibility), None when it is plausible
+    anomaly: Mapped[str | None] = mapped_column(String(32))
     sampled_values: Mapped[list[Any]]
 
 
