@@ -15,7 +15,10 @@ of them.
 * Integer fields of the schemas: OCPP 2.0.1 defines its ``integer`` as 32 bits (Part 2, primitive
   datatypes), so every one of them lies within ``INT32_MIN..INT32_MAX``; in 1.6 ``connectorId``
   does too (satwatt stores connector and EVSE ids as 32-bit integers), and ``meterStart`` /
-  ``meterStop`` lie within ``-METER_MAX_WH..METER_MAX_WH``.
+  ``meterStop`` lie within ``-METER_MAX_WH..METER_MAX_WH``. Connector and EVSE ids are never
+  negative (1.6 ``connectorId``, 2.0.1 ``evseId``, ``connectorId`` and an EVSE's ``id``: 0 is the
+  charger as a whole), and a 1.6 StartTransaction's ``connectorId`` is at least 1. A negative
+  ``meterStart`` is a valid message with an implausible reading: see :mod:`csms.charging.plausibility`.
 * Numbers with a fraction or an exponent are finite and at most ``INT64_MAX`` in magnitude;
   ``NaN`` and ``Infinity`` (which Python's JSON reader would let through) are not JSON.
 * Sampled meter values (``meterValue`` / ``transactionData``): a 1.6 value that is not
@@ -61,12 +64,13 @@ METER_MAX_WH = 10**18
 POWER_MAX_W = 2**31 - 1
 MULTIPLIER_MIN, MULTIPLIER_MAX = -24, 24
 _NUMBER_MAX = Decimal(INT64_MAX)
-# integer bounds of named 1.6 fields (2.0.1: every integer field is 32-bit, see the docstring)
+# integer bounds of named fields (2.0.1: every other integer field is 32-bit, see the docstring)
 _FIELD_BOUNDS_16: dict[str, tuple[int, int]] = {
-    "connectorId": (INT32_MIN, INT32_MAX),
+    "connectorId": (0, INT32_MAX),
     "meterStart": (-METER_MAX_WH, METER_MAX_WH),
     "meterStop": (-METER_MAX_WH, METER_MAX_WH),
 }
+_FIELD_BOUNDS_201: dict[str, tuple[int, int]] = {"evseId": (0, INT32_MAX), "connectorId": (0, INT32_MAX)}
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _METER_ACTIONS = frozenset({"MeterValues", "StopTransaction", "TransactionEvent"})
 
@@ -195,7 +199,9 @@ def _bound_integers(schema: Any, version: OcppVersion, bounds: tuple[int, int] |
     bounded: dict[str, Any] = {}
     for key, value in schema.items():
         if key == "properties" and isinstance(value, dict):
-            named = _FIELD_BOUNDS_16 if version == "1.6" else {}
+            named = _FIELD_BOUNDS_16 if version == "1.6" else _FIELD_BOUNDS_201
+            if schema.get("javaType") == "EVSE":  # 2.0.1 EVSEType: its id is an EVSE id
+                named = named | {"id": (0, INT32_MAX)}
             bounded[key] = {
                 name: _bound_integers(sub, version, named.get(name)) for name, sub in value.items()
             }
@@ -214,6 +220,8 @@ def _validator(version: OcppVersion, action: str, response: bool, lenient: bool)
     schema = json.loads(path.read_text())
     schema.pop("$id", None)
     schema = _bound_integers(schema, version)
+    if version == "1.6" and action == "StartTransaction" and not response:
+        schema["properties"]["connectorId"]["minimum"] = 1  # a transaction is on a connector, not 0
     if lenient:
         schema = _relax(schema)
     return fastjsonschema.compile(schema, formats={"date-time": _datetime_checker(not lenient)})
