@@ -2,18 +2,18 @@
 
 ``encode_payreq`` writes a signed invoice with coincurve's secp256k1 signing and C-speed base32
 (the ``bolt11`` package's bit strings cost about 7 ms per invoice; this costs well under 0.1 ms).
-``decode_payreq`` uses the ``bolt11`` package, an independent implementation, so the tests check
-one against the other.
+``decode_payreq`` checks the checksum and the signature (coincurve's key recovery), ~0.2 ms. The
+tests check both against the ``bolt11`` package, an independent implementation.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import bolt11
 import coincurve
 
 from lightning.errors import InvalidRequest
@@ -37,22 +37,80 @@ class PayReq:
 
 
 def decode_payreq(payment_request: str) -> PayReq:
-    """Parse and check the signature of a BOLT11 invoice; raises InvalidRequest if it is not one."""
+    """Parse a BOLT11 invoice and check its checksum and signature (the payee is the ``n`` field's
+    key, which must have signed it, or the key recovered from the signature); raises
+    InvalidRequest if it is not a valid invoice. ~0.2 ms (the ``bolt11`` package: ~7 ms)."""
+    text = payment_request.strip()
+    if text != text.lower() and text != text.upper():
+        raise InvalidRequest("invalid payment request: mixed case")
+    hrp, words = _split(text.lower(), check=True)
+    match = _HRP.fullmatch(hrp)
+    if match is None:
+        raise InvalidRequest(f"invalid payment request: unknown prefix {hrp!r}")
+    currency, amount = match.group(1), match.group(2)
+    amount_msat = _amount_msat(amount) if amount else 0
+    if len(words) < 7 + 104:
+        raise InvalidRequest("invalid payment request: too short for a signature")
+    data, sig_words = words[:-104], words[-104:]
+    fields: dict[int, list[int]] = {}
+    i = 7
+    while i < len(data):
+        if i + 3 > len(data):
+            raise InvalidRequest("invalid payment request: truncated tagged field")
+        tag, length = data[i], data[i + 1] * 32 + data[i + 2]
+        if i + 3 + length > len(data):
+            raise InvalidRequest("invalid payment request: truncated tagged field")
+        value = data[i + 3 : i + 3 + length]
+        i += 3 + length
+        # BOLT11: the first field of each kind counts; p, s, h and n of the wrong length are skipped.
+        if tag in fields or (tag in _FIXED_LENGTH and length != _FIXED_LENGTH[tag]):
+            continue
+        fields[tag] = value
+    if _TAG_PAYMENT_HASH not in fields:
+        raise InvalidRequest("invalid payment request: no payment hash")
+    if _TAG_PAYMENT_SECRET not in fields:
+        raise InvalidRequest("invalid payment request: no payment secret")
+    if (_TAG_DESCRIPTION in fields) == (_TAG_DESCRIPTION_HASH in fields):
+        raise InvalidRequest("invalid payment request: needs exactly one of description and description hash")
+    signature = _int_of(sig_words).to_bytes(65, "big")
+    if signature[64] > 3:
+        raise InvalidRequest("invalid payment request: bad signature recovery id")
+    signed = hrp.encode("ascii") + _signed_bytes(data)
     try:
-        d = bolt11.decode(payment_request.strip())
+        recovered = coincurve.PublicKey.from_signature_and_message(signature, signed).format(compressed=True)
     except Exception as exc:
-        raise InvalidRequest(f"invalid payment request: {exc}") from exc
-    created = datetime.fromtimestamp(d.date, UTC)
+        raise InvalidRequest(f"invalid payment request: bad signature: {exc}") from exc
+    if _TAG_PAYEE in fields and _bytes_of(fields[_TAG_PAYEE]) != recovered:
+        raise InvalidRequest("invalid payment request: not signed by its payee")
+    try:
+        description = _bytes_of(fields.get(_TAG_DESCRIPTION, [])).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("invalid payment request: description is not UTF-8") from exc
+    created = datetime.fromtimestamp(_int_of(data[:7]), UTC)
+    expiry = _int_of(fields[_TAG_EXPIRY]) if _TAG_EXPIRY in fields else 3600
     return PayReq(
-        payment_hash=bytes.fromhex(d.payment_hash),
-        amount_msat=int(d.amount_msat or 0),
-        payee=d.payee or "",
-        description=d.description or "",
+        payment_hash=_bytes_of(fields[_TAG_PAYMENT_HASH]),
+        amount_msat=amount_msat,
+        payee=recovered.hex(),
+        description=description,
         created_at=created,
-        expires_at=created + timedelta(seconds=d.expiry),
-        network=_NETWORKS.get(d.currency, d.currency),
-        min_final_cltv_expiry=d.min_final_cltv_expiry,
+        expires_at=created + timedelta(seconds=expiry),
+        network=_NETWORKS[currency],
+        min_final_cltv_expiry=_int_of(fields[_TAG_MIN_FINAL_CLTV]) if _TAG_MIN_FINAL_CLTV in fields else 18,
     )
+
+
+def _amount_msat(text: str) -> int:
+    unit = text[-1] if text[-1] in "munp" else ""
+    digits = text[: -1 if unit else None]
+    if not digits.isdigit() or (len(digits) > 1 and digits[0] == "0"):
+        raise InvalidRequest(f"invalid payment request: bad amount {text!r}")
+    value = int(digits)
+    if unit == "p":
+        if value % 10:
+            raise InvalidRequest("invalid payment request: pico-bitcoin amount not a whole msat")
+        return value // 10
+    return value * {"": 100_000_000_000, "m": 100_000_000, "u": 100_000, "n": 100}[unit]
 
 
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
@@ -70,6 +128,8 @@ _BASE32_TO_BECH32 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CHARSET)
 # required, basic_mpp (17) optional.
 INVOICE_FEATURES = (1 << 8) | (1 << 14) | (1 << 17)
 
+_HRP = re.compile(r"ln(bcrt|bc|tbs|tb|sb)(\d+[munp]?)?")
+
 # BOLT 11 tagged field types.
 _TAG_PAYMENT_HASH = 1  # p
 _TAG_PAYMENT_SECRET = 16  # s
@@ -78,6 +138,8 @@ _TAG_DESCRIPTION_HASH = 23  # h
 _TAG_EXPIRY = 6  # x
 _TAG_MIN_FINAL_CLTV = 24  # c
 _TAG_FEATURES = 5  # 9
+_TAG_PAYEE = 19  # n
+_FIXED_LENGTH = {_TAG_PAYMENT_HASH: 52, _TAG_PAYMENT_SECRET: 52, _TAG_DESCRIPTION_HASH: 52, _TAG_PAYEE: 53}
 
 
 class _Bits:
@@ -198,8 +260,8 @@ def _bech32_polymod(values: list[int]) -> int:
     return chk
 
 
-def _words_of(payment_request: str, check: bool) -> list[int]:
-    """The data words (5-bit) of a bech32 BOLT11 string, checksum removed (and checked if asked)."""
+def _split(payment_request: str, check: bool) -> tuple[str, list[int]]:
+    """(hrp, data words) of a bech32 BOLT11 string, checksum removed (and checked if asked)."""
     text = payment_request.strip().lower()
     pos = text.rfind("1")
     if not text.startswith("ln") or pos < 3 or len(text) - pos < 7 + 6 + 1:
@@ -213,7 +275,24 @@ def _words_of(payment_request: str, check: bool) -> list[int]:
         expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
         if _bech32_polymod(expanded + words) != 1:
             raise InvalidRequest("invalid payment request: bad checksum")
-    return words[:-6]
+    return hrp, words[:-6]
+
+
+def _words_of(payment_request: str, check: bool) -> list[int]:
+    return _split(payment_request, check)[1]
+
+
+def _bytes_of(words: list[int]) -> bytes:
+    """A field's 5-bit words as bytes: trailing bits that do not fill a byte are padding."""
+    bits = 5 * len(words)
+    return (_int_of(words) >> (bits % 8)).to_bytes(bits // 8, "big")
+
+
+def _signed_bytes(words: list[int]) -> bytes:
+    """The data part as BOLT11 signs it: padded with zero bits to a whole byte."""
+    bits = 5 * len(words)
+    pad = -bits % 8
+    return (_int_of(words) << pad).to_bytes((bits + pad) // 8, "big")
 
 
 def _int_of(words: list[int]) -> int:

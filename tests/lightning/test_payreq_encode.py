@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 
 import bolt11
 import coincurve
@@ -11,8 +12,9 @@ import pytest
 from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
 from bolt11.models.features import Feature, Features, FeatureState
 
+from lightning import InvalidRequest
 from lightning.lnd import LndBackend
-from lightning.payreq import encode_payreq, payment_hash_of
+from lightning.payreq import decode_payreq, encode_payreq, payment_hash_of
 from lightning.simnet import Simnet
 
 CASES = [
@@ -106,3 +108,80 @@ async def test_simnet_invoices_decode_with_the_node_as_payee(seller: LndBackend,
     assert features[Feature.payment_secret] is FeatureState.required
     assert features[Feature.var_onion_optin] is FeatureState.required
     assert features[Feature.basic_mpp] is FeatureState.supported
+
+
+def _foreign(
+    key: coincurve.PrivateKey, currency: str, amount: int, *, payee: bool, extra_tags: bool, cltv: bool
+) -> str:
+    """An invoice written by the bolt11 package, with fields our encoder never writes."""
+    tags = Tags()
+    tags.add(TagChar.payment_hash, secrets.token_bytes(32).hex())
+    tags.add(TagChar.payment_secret, secrets.token_bytes(32).hex())
+    tags.add(TagChar.description, "foreign ⚡")
+    if payee:
+        tags.add(TagChar.payee, key.public_key.format(compressed=True).hex())
+    if cltv:
+        tags.add(TagChar.min_final_cltv_expiry, 144)
+    if extra_tags:
+        tags.add(TagChar.expire_time, 7)
+        tags.add(TagChar.metadata, "01fafaf0")  # an unknown field to a reader: skipped
+    invoice = Bolt11(
+        currency=currency, date=1_600_000_000, tags=tags, amount_msat=MilliSatoshi(amount) if amount else None
+    )
+    return str(bolt11.encode(invoice, key.secret.hex(), keep_payee=payee))
+
+
+@pytest.mark.parametrize("currency", ["bc", "tb", "tbs", "bcrt"])
+@pytest.mark.parametrize("payee", [False, True])
+@pytest.mark.parametrize("extra", [False, True])
+def test_decode_agrees_with_the_bolt11_package(currency: str, payee: bool, extra: bool) -> None:
+    key = coincurve.PrivateKey(secrets.token_bytes(32))
+    for amount in (0, 1, 10, 2_500, 100_000_000_000, 123_456_789_012):
+        text = _foreign(key, currency, amount, payee=payee, extra_tags=extra, cltv=extra)
+        ref = bolt11.decode(text)
+        ours = decode_payreq(text)
+        assert ours.payment_hash.hex() == ref.payment_hash
+        assert ours.amount_msat == int(ref.amount_msat or 0) == amount
+        assert ours.payee == ref.payee == key.public_key.format(compressed=True).hex()
+        assert ours.description == ref.description
+        assert int(ours.created_at.timestamp()) == ref.date
+        assert int(ours.expires_at.timestamp()) == ref.date + ref.expiry
+        assert ours.min_final_cltv_expiry == ref.min_final_cltv_expiry
+        assert decode_payreq(text.upper()) == ours  # BOLT11 strings may be all upper case
+
+
+def _recheck(text: str, mutate: Callable[[list[int]], list[int]] = list, hrp: str | None = None) -> str:
+    """Change the data words (or the prefix) of a BOLT11 string and give it a valid checksum again."""
+    from bech32 import bech32_decode, bech32_encode
+
+    old_hrp, words = bech32_decode(text)
+    assert old_hrp is not None and words is not None
+    return str(bech32_encode(hrp or old_hrp, mutate(list(words))))
+
+
+def test_decode_refuses_what_is_not_a_valid_invoice() -> None:
+    key = coincurve.PrivateKey(secrets.token_bytes(32))
+    text = _foreign(key, "bcrt", 3_000, payee=True, extra_tags=False, cltv=True)
+
+    def flip_timestamp(words: list[int]) -> list[int]:
+        words[3] ^= 1
+        return words
+
+    tampered = _recheck(text, flip_timestamp)  # checksum fine, signature no longer the payee's
+    with pytest.raises(Exception):  # noqa: B017  (the reference raises its own exception type)
+        bolt11.decode(tampered)
+    with pytest.raises(InvalidRequest, match="not signed by its payee"):
+        decode_payreq(tampered)
+    with pytest.raises(InvalidRequest, match="checksum"):
+        decode_payreq(text[:-1] + ("q" if text[-1] != "q" else "p"))
+    with pytest.raises(InvalidRequest, match="mixed case"):
+        decode_payreq(text[:10].upper() + text[10:])
+    with pytest.raises(InvalidRequest, match="unknown prefix"):
+        decode_payreq(_recheck(text, hrp="lnxyz30n"))
+    with pytest.raises(InvalidRequest, match="whole msat"):
+        decode_payreq(_recheck(text, hrp="lnbcrt1p"))
+    with pytest.raises(InvalidRequest, match="too short"):
+        decode_payreq(_recheck(text, lambda w: w[:50]))
+    for garbage in ("", "lnbcrt1garbage", "bitcoin:xyz", "lnbcrt1" + "q" * 20):
+        with pytest.raises(InvalidRequest):
+            decode_payreq(garbage)
