@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from csms.lightning_node import open_lightning
 from csms.settings import SettingsError, load_settings
 from lightning import InvoiceState, PaymentStatus
 from lightning.factory import start_lightning
@@ -134,7 +135,12 @@ async def test_embedded_simnet_of_csms_takes_the_setting(tmp_path: Path) -> None
         assert "car1 pays every invoice of satwatt after 0 ms" in runtime.describe()
     finally:
         await runtime.close()
-    settings = load_settings(simnet_autopay_ms=25, data_dir=tmp_path)
-    assert settings.simnet_autopay_ms == 25
+    settings = load_settings(simnet_autopay_ms=25, data_dir=tmp_path / "csms", simnet_port=0)
+    node = await open_lightning(settings)  # what csms serve does with CSMS_SIMNET_AUTOPAY_MS
+    try:
+        assert node.simnet is not None and node.simnet.autopay == AutoPay("car1", "satwatt", 0.025)
+        assert any("car1 pays every invoice after 25 ms" in line for line in node.description)
+    finally:
+        await node.close()
     with pytest.raises(SettingsError, match="CSMS_SIMNET_CARS >= 1"):
         load_settings(simnet_autopay_ms=25, simnet_cars=0, data_dir=tmp_path)
