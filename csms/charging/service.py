@@ -343,6 +343,17 @@ class ChargingService:
         )
         await self.writer.commit(unit)
 
+    async def remember_password_check(self, charger_id: str, check: str) -> None:
+        """Keep the digest of a password scrypt just confirmed (csms.security.PasswordVerifier)."""
+        unit = Unit()
+        unit.add(
+            update(_chargers)
+            .where(_chargers.c.id == bindparam("b_id"))
+            .values(password_check=bindparam("check")),
+            {"b_id": charger_id, "check": check},
+        )
+        await self.writer.commit(unit)
+
     async def flush_last_seen(self, last_seen: dict[str, datetime]) -> None:
         """Persist when each connected charger was last heard from (kept in memory between flushes)."""
         if not last_seen:
@@ -867,7 +878,7 @@ class ChargingService:
     ) -> None:
         """An implausible reading, in the session's event log (it is never priced)."""
         log.warning(
-            "%s: implausible %s of session %s (%s at %s: %s Wh, %s W), not billed",
+            "%s: implausible %s of session %s (%s at %s: %s Wh, %s W): %s, not billed",
             session.charger_id, reading, session.id, source, at.isoformat(), register_wh, power_w, reason,
         )  # fmt: skip
         data = {
