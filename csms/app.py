@@ -24,7 +24,7 @@ from csms.db.writer import GroupCommitWriter
 from csms.lightning_node import LightningNode, open_lightning, settlement_secret
 from csms.ocpp.registry import ConnectionRegistry
 from csms.ocpp.server import OcppContext, ocpp_endpoint
-from csms.security import ApiKey, PasswordVerifier, load_or_create_api_key
+from csms.security import ApiKey, PasswordVerifier, data_secret, load_or_create_api_key
 from csms.settings import Settings
 from csms.settlement.engine import SettlementEngine
 
@@ -33,6 +33,7 @@ LAST_SEEN_FLUSH_S = 60
 
 
 GC_YOUNG_THRESHOLD = 20_000
+PASSWORD_CHECK_KEY_FILE = "password-check.key"
 
 
 def settle_garbage_collector() -> None:
@@ -91,7 +92,8 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
         ),
     )
     registry = ConnectionRegistry()
-    context = OcppContext(settings, service, registry, PasswordVerifier())
+    verifier = PasswordVerifier(data_secret(settings.data_dir, PASSWORD_CHECK_KEY_FILE))
+    context = OcppContext(settings, service, registry, verifier)
 
     events = SessionEventLog(sessionmaker)
     service.events = events
@@ -156,6 +158,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     app.state.writer = writer
     app.state.service = service
     app.state.registry = registry
+    app.state.verifier = verifier
     app.state.events = events
     app.state.banner = []
     problems.install(app)

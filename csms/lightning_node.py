@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from csms.security import data_secret
 from csms.settings import Settings
 from lightning import Backend
 from lightning.factory import LightningRuntime, start_lightning
@@ -86,14 +85,4 @@ async def open_lightning(settings: Settings) -> LightningNode:
 
 def settlement_secret(data_dir: Path) -> bytes:
     """The server secret invoice preimages are derived from (created once, kept with the data)."""
-    path = data_dir / SECRET_FILE
-    if path.is_file():
-        return bytes.fromhex(path.read_text().strip())
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret.hex() + "\n")
-    temporary.replace(path)
-    return secret
+    return data_secret(data_dir, SECRET_FILE)

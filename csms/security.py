@@ -1,8 +1,9 @@
 """Secrets: charger passwords (hashed with scrypt) and the operator's API key.
 
 Nothing here logs a secret. Verifying a scrypt hash costs tens of milliseconds of CPU, so it runs in
-a worker thread, and a successful verification is remembered (as a keyed digest, never the password)
-so a reconnect storm of a whole fleet does not re-run scrypt for every charger.
+a worker thread, and a successful verification is remembered in the charger's row (as a digest keyed
+with a secret of the data directory, never the password), so a reconnect storm of a whole fleet, even
+after a restart, does not re-run scrypt for every charger.
 """
 
 from __future__ import annotations
@@ -67,27 +68,51 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 class PasswordVerifier:
-    """Checks charger passwords, remembering recent successes per (charger, stored hash)."""
+    """Checks charger passwords: against the keyed digest of the last password that passed (a few
+    microseconds), else with scrypt in a worker thread, at most ``SCRYPT_AT_ONCE`` at a time (each
+    takes tens of milliseconds and 16 MB)."""
 
-    def __init__(self) -> None:
-        self._pepper = os.urandom(32)
-        self._verified: dict[tuple[str, str], bytes] = {}
+    SCRYPT_AT_ONCE = 2
 
-    def _token(self, password: str) -> bytes:
-        return hmac.new(self._pepper, password.encode(), hashlib.sha256).digest()
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._slots: asyncio.Semaphore | None = None
+        self.scrypt_checks = 0
 
-    async def verify(self, charger_id: str, password: str, stored: str) -> bool:
-        key = (charger_id, stored)
-        token = self._token(password)
-        remembered = self._verified.get(key)
-        if remembered is not None and hmac.compare_digest(remembered, token):
-            return True
-        ok = await asyncio.to_thread(verify_password, password, stored)
-        if ok:
-            if len(self._verified) > 100_000:
-                self._verified.clear()
-            self._verified[key] = token
-        return ok
+    def check_digest(self, charger_id: str, password: str, stored: str) -> str:
+        """What a successful check leaves behind: bound to the charger, its stored hash (a new password
+        invalidates it) and the password, keyed with a secret the database does not hold."""
+        message = "\0".join((charger_id, stored, password)).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    async def verify(
+        self, charger_id: str, password: str, stored: str, remembered: str | None = None
+    ) -> tuple[bool, str | None]:
+        """Whether ``password`` is right; and the digest to remember when scrypt just confirmed it."""
+        digest = self.check_digest(charger_id, password, stored)
+        if remembered is not None and hmac.compare_digest(remembered, digest):
+            return True, None
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.SCRYPT_AT_ONCE)
+        async with self._slots:
+            self.scrypt_checks += 1
+            ok = await asyncio.to_thread(verify_password, password, stored)
+        return ok, digest if ok else None
+
+
+def data_secret(data_dir: Path, name: str) -> bytes:
+    """A 32-byte server secret kept in the data directory (created on first use, mode 600)."""
+    path = data_dir / name
+    if path.is_file():
+        return bytes.fromhex(path.read_text().strip())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_bytes(32)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret.hex() + "\n")
+    temporary.replace(path)
+    return secret
 
 
 def client_certificate_cn(scope: Mapping[str, Any]) -> str | None:

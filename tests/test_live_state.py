@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from ocpp.v16 import call
+from websockets.exceptions import InvalidStatus
 
 from csms.settings import Settings
 from tests.conftest import RunningServer, start_server
@@ -134,3 +135,33 @@ async def wait_until_ended(api: httpx.AsyncClient, session_id: str, within_s: fl
             if session["state"] == "ended":
                 return session
             await asyncio.sleep(0.1)
+
+
+async def test_a_fleet_reconnecting_after_a_restart_skips_scrypt(server_settings: dict[str, Any]) -> None:
+    """scrypt runs once per charger password, not once per connection, even across a restart; a wrong
+    password is still refused and a new one still checked."""
+    settings = Settings(**(server_settings | {"require_charger_password": True}))
+    password = "a-long-charger-secret"
+    async with serving(settings, "key-a") as first:
+        async with first.api() as api:
+            await register(api, "CP-pw", password)
+        async with connect_charger(first.ocpp_url, "CP-pw", "1.6", password) as cp:
+            await cp.call(call.Heartbeat())
+        assert first.app.state.verifier.scrypt_checks == 1
+    async with serving(settings, "key-b") as second:
+        for _ in range(3):
+            async with connect_charger(second.ocpp_url, "CP-pw", "1.6", password) as cp:
+                await cp.call(call.Heartbeat())
+        assert second.app.state.verifier.scrypt_checks == 0
+        with pytest.raises(InvalidStatus):
+            async with connect_charger(second.ocpp_url, "CP-pw", "1.6", "not-the-right-secret"):
+                pass
+        assert second.app.state.verifier.scrypt_checks == 1
+        async with second.api() as api:
+            changed = await api.patch("/api/v1/chargers/CP-pw", json={"password": "another-long-secret"})
+            assert changed.status_code == 200, changed.text
+        with pytest.raises(InvalidStatus):
+            async with connect_charger(second.ocpp_url, "CP-pw", "1.6", password):
+                pass
+        async with connect_charger(second.ocpp_url, "CP-pw", "1.6", "another-long-secret") as cp:
+            await cp.call(call.Heartbeat())

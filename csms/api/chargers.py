@@ -121,7 +121,9 @@ async def _load(service: ChargingService, charger_id: str) -> tuple[Charger, lis
 async def register_charger(
     body: ChargerCreate, service: Service, registry: Registry, response: Response
 ) -> ChargerOut:
-    password_hash = hash_password(body.password) if body.password is not None else None
+    password_hash = (
+        await asyncio.to_thread(hash_password, body.password) if body.password is not None else None
+    )
     async with service.db() as db:
         existing = await db.get(Charger, body.id)
         if existing is not None and existing.registered:
@@ -181,7 +183,7 @@ async def update_charger(
         if charger is None:
             raise Problem(404, "Charger not found", f"no charger with id {charger_id!r}")
         if body.password is not None:
-            charger.password_hash = hash_password(body.password)
+            charger.password_hash = await asyncio.to_thread(hash_password, body.password)
         if body.remove_password:
             charger.password_hash = None
         if body.lenient is not None:

@@ -62,6 +62,8 @@ class Charger(Base):
 
     id: Mapped[str] = mapped_column(String(48), primary_key=True)
     password_hash: Mapped[str | None] = mapped_column(String(200))
+    # keyed digest of the password that last passed the scrypt check (csms.security.PasswordVerifier)
+    password_check: Mapped[str | None] = mapped_column(String(64))
     registered: Mapped[bool] = mapped_column(Boolean, default=True)
     lenient: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -117,14 +117,17 @@ async def _admit(context: OcppContext, websocket: WebSocket, charger_id: str) ->
             return False, False
         return True, charger.lenient
     credentials = basic_credentials(websocket.headers.get("authorization"))
-    if (
-        credentials is None
-        or credentials[0] != charger_id
-        or not await context.verifier.verify(charger_id, credentials[1], charger.password_hash)
-    ):
+    ok, check = False, None
+    if credentials is not None and credentials[0] == charger_id:
+        ok, check = await context.verifier.verify(
+            charger_id, credentials[1], charger.password_hash, charger.password_check
+        )
+    if not ok:
         log.warning("%s: refused, wrong or missing password", charger_id)
         await _deny(websocket, 401, "wrong or missing credentials")
         return False, False
+    if check is not None:
+        await context.service.remember_password_check(charger_id, check)
     return True, charger.lenient
 
 
