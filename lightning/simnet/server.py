@@ -399,14 +399,21 @@ class InvoicesService(inv_grpc.InvoicesServicer):  # type: ignore[misc]
         queue = self.net.single_events.subscribe(key)
         try:
             row = self.net.invoices[node.name].get(request.r_hash)
+            last = None
             if row is not None:  # current state first; an unknown hash waits for its creation (LND)
-                yield self.net.invoice_proto(row)
+                first = self.net.invoice_proto(row)
+                yield first
                 if row.state in (ln.Invoice.SETTLED, ln.Invoice.CANCELED):
                     return
+                last = (first.state, first.amt_paid_msat, first.settle_index)
             while True:
                 item = await queue.get()
                 if isinstance(item, Abort):
                     await context.abort(item.code, item.details)
+                key = (item.state, item.amt_paid_msat, item.settle_index)
+                if key == last:
+                    continue  # the event of a change already shown (it is published once committed)
+                last = key
                 yield item
                 if item.state in (ln.Invoice.SETTLED, ln.Invoice.CANCELED):
                     return

@@ -199,3 +199,24 @@ async def test_timed_outage_and_starting_up_state(simnet: Simnet, seller: Stubs)
         await seller.ln.GetInfo(ln.GetInfoRequest())
     simnet.set_starting_up(False)
     assert (await seller.ln.GetInfo(ln.GetInfoRequest())).alias == "satwatt"
+
+
+async def test_single_invoice_stream_shows_a_change_once(seller: Stubs, simnet: Simnet) -> None:
+    """A change is published when committed; a stream that already showed it does not repeat it."""
+    net = simnet.network
+    assert net is not None
+    store = net.store
+    await net.durable()
+    store.siblings, store.commit_interval_s = (lambda: 100), 3600.0  # hold the next commit
+    row = net.add_invoice("satwatt", value_msat=2_000)  # in memory, its add event not yet published
+    stream = seller.inv.SubscribeSingleInvoice(inv.SubscribeSingleInvoiceRequest(r_hash=row.r_hash))
+    try:
+        first = await stream.read()
+        assert first.state == ln.Invoice.OPEN
+        store.commit_interval_s = 0.0
+        store.flush()  # publishes the add event: already shown, so not sent again
+        await simnet.pay_direct("car1", row.payment_request)
+        second = await stream.read()
+        assert second.state == ln.Invoice.SETTLED  # not a second OPEN
+    finally:
+        stream.cancel()
