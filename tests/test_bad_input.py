@@ -96,6 +96,14 @@ I32 = 2**31  # one beyond the signed 32-bit range
 REJECTED: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("1.6", "StartTransaction", START_16 | {"connectorId": I64}, "property", "connectorId"),
     ("1.6", "StartTransaction", START_16 | {"connectorId": I32}, "property", "connectorId"),
+    # connector and EVSE ids are never negative; a 1.6 transaction is on a connector, not on 0
+    ("1.6", "StartTransaction", START_16 | {"connectorId": -7}, "property", "connectorId"),
+    ("1.6", "StartTransaction", START_16 | {"connectorId": 0}, "property", "connectorId"),
+    ("1.6", "StatusNotification", STATUS_16 | {"connectorId": -7}, "property", "connectorId"),
+    ("1.6", "MeterValues", meter_16("5") | {"connectorId": -7}, "property", "connectorId"),
+    ("2.0.1", "TransactionEvent", event_201(evse_id=-7), "property", "evse.id"),
+    ("2.0.1", "StatusNotification", STATUS_201 | {"evseId": -7}, "property", "evseId"),
+    ("2.0.1", "MeterValues", meter_201(5) | {"evseId": -7}, "property", "evseId"),
     ("1.6", "StartTransaction", START_16 | {"meterStart": Lit("1e30")}, "property", "meterStart"),
     ("1.6", "StartTransaction", START_16 | {"meterStart": 10**30}, "property", "meterStart"),
     ("1.6", "StartTransaction", START_16 | {"meterStart": 10**18 + 1}, "property", "meterStart"),
@@ -178,6 +186,9 @@ ACCEPTED: list[tuple[str, str, dict[str, Any]]] = [
     # the edges of the ranges are taken (whether a reading is plausible is the metering's question)
     ("1.6", "StartTransaction", START_16 | {"meterStart": 10**18}),
     ("1.6", "StartTransaction", START_16 | {"connectorId": I32 - 1}),
+    ("1.6", "StartTransaction", START_16 | {"meterStart": -5}),  # a reading plausibility flags
+    ("1.6", "StatusNotification", STATUS_16 | {"connectorId": 0}),  # the charger as a whole
+    ("2.0.1", "MeterValues", meter_201(5) | {"evseId": 0}),  # the main meter
     ("1.6", "MeterValues", meter_16("1000000000000000000")),
     ("1.6", "MeterValues", meter_16("1000000000000000", "kWh")),
     ("1.6", "MeterValues", meter_16(" 1.5e+06 ", "W", POWER)),
