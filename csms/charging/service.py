@@ -66,8 +66,30 @@ INSERT_MESSAGE = insert(_messages)
 UPDATE_SESSION_STATE = (
     update(_sessions).where(_sessions.c.number == bindparam("b_number")).values(state=bindparam("state"))
 )
-UPDATE_LAST_SEEN = (
-    update(_chargers).where(_chargers.c.id == bindparam("b_id")).values(last_message_at=bindparam("at"))
+_charger_by_id = update(_chargers).where(_chargers.c.id == bindparam("b_id"))
+UPDATE_LAST_SEEN = _charger_by_id.values(last_message_at=bindparam("at"))
+CHARGER_CONNECTED = _charger_by_id.values(
+    protocol=bindparam("protocol"),
+    connected=True,
+    connected_at=bindparam("at"),
+    last_message_at=bindparam("at"),
+    remote_address=bindparam("remote"),
+)
+CHARGER_DISCONNECTED = _charger_by_id.values(
+    connected=False, disconnected_at=bindparam("at"), last_message_at=bindparam("last")
+)
+CHARGER_PASSWORD_CHECK = _charger_by_id.values(password_check=bindparam("check"))
+CHARGER_BOOTED = _charger_by_id.values(
+    vendor=bindparam("vendor"),
+    model=bindparam("model"),
+    serial_number=bindparam("serial"),
+    firmware_version=bindparam("firmware"),
+    boot_reason=bindparam("reason"),
+    booted_at=bindparam("at"),
+    last_message_at=bindparam("at"),
+)
+CHARGER_METER_INTERVAL = _charger_by_id.values(
+    meter_interval_s=bindparam("interval"), meter_interval_status=bindparam("status")
 )
 
 
@@ -129,6 +151,7 @@ class ChargingService:
         dialect = writer.engine.dialect.name
         self._insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
         self._insert_sample = self._insert(_samples).on_conflict_do_nothing()
+        self._insert_charger = self._insert(_chargers).on_conflict_do_nothing()
         self._insert_tx_event = self._insert(_tx_events).on_conflict_do_nothing()
         connectors = Connector.__table__
         upsert = self._insert(connectors)
@@ -310,20 +333,9 @@ class ChargingService:
         await self._charger(charger_id)
         now = self.clock()
         unit = Unit()
+        unit.add(self._insert_charger, {"id": charger_id, "registered": False, "created_at": now})
         unit.add(
-            self._insert(_chargers).on_conflict_do_nothing(),
-            {"id": charger_id, "registered": False, "created_at": now},
-        )
-        unit.add(
-            update(_chargers)
-            .where(_chargers.c.id == bindparam("b_id"))
-            .values(
-                protocol=bindparam("protocol"),
-                connected=True,
-                connected_at=bindparam("at"),
-                last_message_at=bindparam("at"),
-                remote_address=bindparam("remote"),
-            ),
+            CHARGER_CONNECTED,
             {"b_id": charger_id, "protocol": protocol, "at": now, "remote": remote_address},
         )
         await self.writer.commit(unit)
@@ -332,13 +344,7 @@ class ChargingService:
         self._live.pop(charger_id, None)
         unit = Unit()
         unit.add(
-            update(_chargers)
-            .where(_chargers.c.id == bindparam("b_id"))
-            .values(
-                connected=False,
-                disconnected_at=bindparam("at"),
-                last_message_at=bindparam("last"),
-            ),
+            CHARGER_DISCONNECTED,
             {"b_id": charger_id, "at": self.clock(), "last": last_message_at or self.clock()},
         )
         await self.writer.commit(unit)
@@ -346,12 +352,7 @@ class ChargingService:
     async def remember_password_check(self, charger_id: str, check: str) -> None:
         """Keep the digest of a password scrypt just confirmed (csms.security.PasswordVerifier)."""
         unit = Unit()
-        unit.add(
-            update(_chargers)
-            .where(_chargers.c.id == bindparam("b_id"))
-            .values(password_check=bindparam("check")),
-            {"b_id": charger_id, "check": check},
-        )
+        unit.add(CHARGER_PASSWORD_CHECK, {"b_id": charger_id, "check": check})
         await self.writer.commit(unit)
 
     async def flush_last_seen(self, last_seen: dict[str, datetime]) -> None:
@@ -368,17 +369,7 @@ class ChargingService:
         now = self.clock()
         unit = Unit()
         unit.add(
-            update(_chargers)
-            .where(_chargers.c.id == bindparam("b_id"))
-            .values(
-                vendor=bindparam("vendor"),
-                model=bindparam("model"),
-                serial_number=bindparam("serial"),
-                firmware_version=bindparam("firmware"),
-                boot_reason=bindparam("reason"),
-                booted_at=bindparam("at"),
-                last_message_at=bindparam("at"),
-            ),
+            CHARGER_BOOTED,
             {
                 "b_id": charger_id,
                 "vendor": info.vendor,
@@ -394,12 +385,7 @@ class ChargingService:
 
     async def meter_interval_configured(self, charger_id: str, interval_s: int, status: str) -> None:
         unit = Unit()
-        unit.add(
-            update(_chargers)
-            .where(_chargers.c.id == bindparam("b_id"))
-            .values(meter_interval_s=bindparam("interval"), meter_interval_status=bindparam("status")),
-            {"b_id": charger_id, "interval": interval_s, "status": status},
-        )
+        unit.add(CHARGER_METER_INTERVAL, {"b_id": charger_id, "interval": interval_s, "status": status})
         await self.writer.commit(unit)
 
     @staticmethod
