@@ -797,7 +797,17 @@ class ChargingService:
                 if len(session.verdicts) > VERDICTS_KEPT:
                     del session.verdicts[next(iter(session.verdicts))]
             self._stage_sample(
-                unit, session, session.charger_id, connector_id, value, source, ended, now, reading, anomaly
+                unit,
+                session,
+                session.charger_id,
+                connector_id,
+                value,
+                source,
+                ended,
+                now,
+                reading,
+                anomaly,
+                digest,
             )
             if anomaly is None:
                 readings.append(reading)
@@ -898,8 +908,11 @@ class ChargingService:
         now: datetime,
         reading: Reading,
         anomaly: str | None,
+        digest: str | None = None,
     ) -> None:
-        transaction_id = session.ocpp_transaction_id if session is not None else None
+        if digest is None:
+            transaction_id = session.ocpp_transaction_id if session is not None else None
+            digest = sample_digest(connector_id, transaction_id, source, value)
         unit.add(
             self._insert_sample,
             {
@@ -910,7 +923,7 @@ class ChargingService:
                 "received_at": now,
                 "source": source,
                 "context": reading.context,
-                "digest": sample_digest(connector_id, transaction_id, source, value),
+                "digest": digest,
                 "energy_register_wh": reading.energy_register_wh,
                 "power_w": reading.power_w,
                 "soc_percent": reading.soc_percent,
