@@ -15,9 +15,11 @@ from csms.charging.plausibility import (
     REGISTER_DECREASED,
     REGISTER_OUT_OF_RANGE,
 )
+from csms.settings import Settings
 from tests.conftest import RunningServer
 from tests.ocpp_clients import at, connect_charger
 from tests.sessions_helpers import follow_events, pay, payer_node
+from tests.test_live_state import serving
 from tests.test_ocpp16 import energy, register
 from tests.test_ocpp201 import event, meter
 from tests.test_settlement_flow import sell_at
@@ -196,3 +198,34 @@ async def test_a_sold_session_is_neither_billed_nor_suspended_for_an_implausible
     assert [e.data["energy_wh"] for e in events.of("meter")] == [40]
     invoices = (await api.get(f"/api/v1/sessions/{session['id']}/invoices")).json()
     assert all(i["energy_wh"] <= 100 for i in invoices) and invoices[0]["status"] == "paid"
+
+
+async def test_after_a_restart_readings_are_judged_against_what_the_log_kept(
+    server_settings: dict[str, Any],
+) -> None:
+    """satwatt restarts mid-transaction: the session's start and highest register come back from the
+    log, and a reading below that register, or a jump no connector could make, is still flagged."""
+    settings = Settings(**server_settings)
+    async with serving(settings, "key-1") as first_run:
+        async with first_run.api() as api:
+            await register(api, "CP-again")
+        async with connect_charger(first_run.ocpp_url, "CP-again", "1.6") as cp:
+            start = await cp.call(
+                call16.StartTransaction(connector_id=1, id_tag="T", meter_start=1000, timestamp=at(0))
+            )
+            tx = start.transaction_id
+            await cp.call(
+                call16.MeterValues(connector_id=1, transaction_id=tx, meter_value=[energy(3000, 0, 60)])
+            )
+    async with serving(settings, "key-2") as second_run, second_run.api() as api:
+        async with connect_charger(second_run.ocpp_url, "CP-again", "1.6") as cp:
+            for value in (energy(2000, 0, 120), energy(10**9, 0, 180), energy(3500, 0, 240)):
+                await cp.call(call16.MeterValues(connector_id=1, transaction_id=tx, meter_value=[value]))
+        detail = await only_session(api, "CP-again")
+    assert detail["energy_wh"] == 2500
+    assert [p["anomaly"] for p in detail["meter_series"]] == [
+        None,
+        REGISTER_DECREASED,
+        FASTER_THAN_MAX_POWER,
+        None,
+    ]
