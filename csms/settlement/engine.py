@@ -154,6 +154,20 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _projected_power(state: SessionSettlement, sampled_w: int) -> int:
+    """The power the policy projects with after this sample.
+
+    A cut charger reports (about) 0 W. While the session is suspended, and for the first sample after
+    a resume (taken before the charger may have acted on it), a lower reading does not replace the
+    power drawn before the cut: after the resume the projection counts at that power, not at 0 W,
+    until a sample shows what the charger really draws. Erring high only cuts a moment early."""
+    suspended = state.suspended_since is not None
+    resuming = state.resumed_at is not None and (
+        state.metered_at is None or state.metered_at <= state.resumed_at
+    )
+    return max(sampled_w, state.power_w) if suspended or resuming else sampled_w
+
+
 @dataclass
 class _Open:
     """An open settlement: the policy's state and the tariff it was sold under."""
@@ -308,7 +322,9 @@ class SettlementEngine:
             energy, power, at = update.energy_wh, update.power_w or 0, update.at
 
             def fact(state: SessionSettlement) -> SessionSettlement:
-                return record_meter(state, energy, power, max(at, state.metered_at or at))
+                return record_meter(
+                    state, energy, _projected_power(state, power), max(at, state.metered_at or at)
+                )
         else:
             energy, at = update.energy_wh, update.at
 
@@ -833,8 +849,15 @@ class SettlementEngine:
 
     # ------------------------------------------------------------------ time
     async def _ticker(self) -> None:
+        """A tick every ``tick_s`` (fixed rate: the time a tick takes does not lengthen the period, which
+        bounds how much energy passes the allowance before the check sees it)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self.tick_s)
+            due += self.tick_s
+            if due < loop.time():  # fell behind (a long tick): the next one now, no burst to catch up
+                due = loop.time()
+            await asyncio.sleep(due - loop.time())
             try:
                 await self.tick()
             except Exception:

@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from csms.settlement.bill import Bill, compute_bill
-from csms.settlement.rounding import energy_wh_at_power, msat_for_energy, seconds_to_deliver, whole_seconds
+from csms.settlement.rounding import energy_wh_over, msat_for_energy, seconds_to_deliver, whole_seconds
 from csms.settlement.session import (
     CloseOutcome,
     Invoice,
@@ -198,7 +198,9 @@ def projected_delivered_wh(state: SessionSettlement, now: datetime) -> int:
     end = now if state.suspended_since is None else min(now, state.suspended_since)
     if end <= start:
         return state.delivered_wh
-    return state.delivered_wh + energy_wh_at_power(state.power_w, whole_seconds(end - start))
+    # to the microsecond, rounded up: whole seconds would let a tick-by-tick check see nothing of the
+    # energy drawn since the last sample until a full second had passed
+    return state.delivered_wh + energy_wh_over(state.power_w, end - start)
 
 
 def credit_exhausted_since(state: SessionSettlement, now: datetime) -> datetime | None:

@@ -36,6 +36,15 @@ def energy_wh_at_power(power_w: int, seconds: int) -> int:
     return -(-power_w * seconds // SECONDS_PER_HOUR)
 
 
+def energy_wh_over(power_w: int, interval: timedelta) -> int:
+    """Energy (Wh) that ``power_w`` delivers over ``interval`` (to the microsecond), rounded up (toward the
+    seller's safety): a projection checked every 100 ms must count every 100 ms, not whole seconds."""
+    microseconds = interval // timedelta(microseconds=1)
+    if power_w <= 0 or microseconds <= 0:
+        return 0
+    return -(-power_w * microseconds // (SECONDS_PER_HOUR * 1_000_000))
+
+
 def seconds_to_deliver(energy_wh: int, power_w: int) -> int:
     """Whole seconds ``power_w`` takes to deliver ``energy_wh``, rounded down (toward the seller's safety).
 

@@ -327,6 +327,21 @@ def test_a_charger_that_stops_reporting_is_still_cut(tariff: Tariff, t0: datetim
     assert projected_delivered_wh(state, t0 + s(500)) == projected_delivered_wh(state, t0 + s(81))
 
 
+def test_the_projection_counts_fractions_of_a_second(tariff: Tariff, t0: datetime) -> None:
+    """Checked every tick (100 ms), the projection must grow every tick, not once a whole second has
+    passed since the last sample: at 36 kW (10 Wh/s) a quiet second is 10 Wh past the allowance."""
+    state = paid_and_running(tariff, t0)  # 100 Wh paid, allowance 50 Wh
+    state = record_meter(state, 149, 36_000, t0 + s(10))
+    state, decisions = run(state, tariff, t0 + s(10))
+    assert only(decisions, Suspend) == []
+    assert projected_delivered_wh(state, t0 + s(10) + timedelta(milliseconds=1)) == 150  # rounded up
+    assert projected_delivered_wh(state, t0 + s(10) + timedelta(milliseconds=300)) == 152
+    state, decisions = run(state, tariff, t0 + s(10) + timedelta(milliseconds=100))  # 150: at the edge
+    assert only(decisions, Suspend) == []
+    state, decisions = run(state, tariff, t0 + s(10) + timedelta(milliseconds=200))  # 151: one tick on
+    assert [d.reason for d in only(decisions, Suspend)] == [SuspendReason.ALLOWANCE_EXCEEDED]
+
+
 def test_meter_samples_are_monotonic_and_bounded_by_the_transaction(tariff: Tariff, t0: datetime) -> None:
     state = paid_and_running(tariff, t0)
     state = record_meter(state, 40, 3_000, t0 + s(30))
