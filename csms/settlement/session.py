@@ -62,7 +62,14 @@ class Invoice:
         return self.amount_msat - self.fee_msat
 
     def to_dict(self) -> dict[str, Any]:
-        return _dump(self)
+        """The invoice as JSON-ready data. An invoice never changes (a new state replaces it), so the
+        dict is made once: a long session's state is written with every meter sample, and its paid
+        invoices would otherwise be converted again each time. Callers must not modify it."""
+        cached: dict[str, Any] | None = self.__dict__.get("_as_dict")
+        if cached is None:
+            cached = _dump(self)
+            object.__setattr__(self, "_as_dict", cached)
+        return cached
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Invoice:
