@@ -692,8 +692,12 @@ class SettlementEngine:
 
     async def _suspend(self, number: int, reason: str, unit: Unit) -> None:
         session = await self._session(number)
-        if session.ended_at is not None or session.ocpp_transaction_id is None:
-            return
+        if session.ended_at is not None:
+            return  # nothing to cut: not carried out, so no event (and its resume writes none either)
+        if session.ocpp_transaction_id is None:
+            # the policy saw the transaction start, the row does not show it yet: try again, never
+            # mark a suspension done that was not carried out
+            raise cmd.CommandFailed("not_connected", f"session {number}: transaction id not known yet")
         limit = cmd.SetPowerLimit(
             session.connector_id or 1, 0, SUSPEND_PROFILE_ID, session.ocpp_transaction_id
         )
@@ -712,10 +716,11 @@ class SettlementEngine:
 
     async def _resume(self, number: int, unit: Unit) -> None:
         session = await self._session(number)
-        if session.ended_at is None:
-            await self.registry.execute(
-                session.charger_id, cmd.ClearPowerLimit(SUSPEND_PROFILE_ID, session.connector_id)
-            )
+        if session.ended_at is not None:
+            return  # the transaction ended meanwhile: nothing to resume, so no event
+        await self.registry.execute(
+            session.charger_id, cmd.ClearPowerLimit(SUSPEND_PROFILE_ID, session.connector_id)
+        )
         SessionEventLog.stage(unit, number, "resumed", {}, self.clock())
 
     async def _stop(self, number: int, reason: str, unit: Unit) -> None:
