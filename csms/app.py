@@ -254,6 +254,9 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
                 "# TYPE satwatt_open_settlements gauge",
                 f"satwatt_open_settlements {settlement_engine.open_count}",
             ]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        body = "\n".join(lines) + "\n"
+        if settlement_engine is not None:  # latency histograms and invoice counters
+            body += settlement_engine.metrics.render()
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     return app

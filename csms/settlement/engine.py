@@ -55,6 +55,8 @@ from csms.db.writer import GroupCommitWriter, Unit
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement import policy
 from csms.settlement.bill import compute_bill, session_state
+from csms.settlement.metrics import SettlementMetrics
+from csms.settlement.metrics import now as monotonic_now
 from csms.settlement.session import (
     InvoiceStatus,
     SessionSettlement,
@@ -80,6 +82,7 @@ MAX_PAYMENTS_IN_FLIGHT = 64
 NODE_ACTIONS = frozenset({"IssueInvoice", "IssueFinalInvoice", "ExpireInvoice", "CancelInvoice"})
 
 Fact = Callable[[SessionSettlement], SessionSettlement]
+Arrival = tuple[str, float]  # what kind of fact, when it arrived (monotonic_now)
 Within = Callable[[Unit, SessionSettlement], None]
 
 _settlements = Settlement.__table__
@@ -219,6 +222,9 @@ class SettlementEngine:
         self.cursor = InvoiceCursor()
         self._cursor_lock = asyncio.Lock()
         self.stream_connected = asyncio.Event()
+        self.metrics = SettlementMetrics()
+        self._invoice_arrived: dict[str, Arrival] = {}  # invoice key -> the fact that decided it
+        self._resume_arrived: dict[int, float] = {}  # session -> the settle event that resumes it
         insert_for = sqlite_insert if writer.engine.dialect.name == "sqlite" else postgresql_insert
         self._insert_action = insert_for(_actions).on_conflict_do_nothing()
         self._insert_invoice = insert_for(_invoices).on_conflict_do_nothing()
@@ -317,6 +323,7 @@ class SettlementEngine:
         entry = self._open.get(update.session_number)
         if entry is None:
             return  # not sold, or already settled
+        arrived = (update.kind, monotonic_now())
         fact: Fact
         if update.kind == "meter":
             energy, power, at = update.energy_wh, update.power_w or 0, update.at
@@ -331,7 +338,7 @@ class SettlementEngine:
             def fact(state: SessionSettlement) -> SessionSettlement:
                 return record_transaction_ended(state, at, energy)
 
-        self._step(update.session_number, entry, fact, unit)
+        self._step(update.session_number, entry, fact, unit, arrived=arrived)
 
     def sells(self, session_number: int) -> bool:
         return session_number in self._open
@@ -348,11 +355,16 @@ class SettlementEngine:
 
     async def session_started(self, update: SessionUpdate) -> None:
         """A transaction started: sold if its id tag belongs to a payer (or it is a paid walk-up)."""
+        arrived = ("started", monotonic_now())
         if update.session_number not in self._open:
             await self._open_for_payer(update)
         if update.session_number in self._open:
             at = update.at
-            await self.advance(update.session_number, lambda state: record_transaction_started(state, at))
+            await self.advance(
+                update.session_number,
+                lambda state: record_transaction_started(state, at),
+                arrived=arrived,
+            )
 
     async def _open_for_payer(self, update: SessionUpdate) -> None:
         """A transaction started with an id tag that belongs to a payer: that payer pays for it."""
@@ -411,6 +423,7 @@ class SettlementEngine:
         now = self.clock()
         async with self.db() as db:
             tariff_id, tariff = await self._tariff_for(db, charger_id)
+        arrived = ("request", monotonic_now())
         state = open_session(session.id, now, remote_start=True)
         entry = _Open(state, tariff)
         unit = Unit()
@@ -419,7 +432,7 @@ class SettlementEngine:
             self._settlement_row(session.number, state, tariff_id, tariff, token_hash=token_digest(token)),
         )
         self._open[session.number] = entry
-        result = self._step(session.number, entry, None, unit)
+        result = self._step(session.number, entry, None, unit, arrived=arrived)
         await self.writer.commit(unit)
         self.events.notify(session.number)
         if result.decisions:
@@ -428,7 +441,14 @@ class SettlementEngine:
 
     # ------------------------------------------------------------------ the core step
     def _step(
-        self, number: int, entry: _Open, fact: Fact | None, unit: Unit, within: Within | None = None
+        self,
+        number: int,
+        entry: _Open,
+        fact: Fact | None,
+        unit: Unit,
+        within: Within | None = None,
+        *,
+        arrived: Arrival | None = None,
     ) -> policy.Step:
         """Record ``fact``, run the policy and stage the new state and every decision in ``unit``; the
         decisions are carried out once ``unit`` has committed."""
@@ -448,10 +468,13 @@ class SettlementEngine:
             unit.add(UPDATE_SESSION_STATE, {"b_number": number, "state": shown}, key=number, late=True)
         for decision in result.decisions:
             self._stage_decision(unit, number, decision, now)
+            if arrived is not None:
+                self._note_arrival(number, decision, arrived)
         if within is not None:
             within(unit, result.state)
         if closed:
             self._open.pop(number, None)
+            self._resume_arrived.pop(number, None)
         else:
             self._open[number] = _Open(result.state, entry.tariff, shown)
         notify = self.events.notify
@@ -460,8 +483,20 @@ class SettlementEngine:
             unit.on_commit(lambda: self._spawn(self._drain(number)))
         return result
 
+    def _note_arrival(self, number: int, decision: policy.Decision, arrived: Arrival) -> None:
+        """Remember when the fact behind an invoice or a payment's resume arrived (for the metrics)."""
+        if isinstance(decision, policy.IssueInvoice | policy.IssueFinalInvoice):
+            self._invoice_arrived[decision.key] = arrived
+        elif isinstance(decision, policy.Resume) and arrived[0] == "payment":
+            self._resume_arrived[number] = arrived[1]
+
     async def advance(
-        self, number: int, fact: Fact | None, *, within: Within | None = None
+        self,
+        number: int,
+        fact: Fact | None,
+        *,
+        within: Within | None = None,
+        arrived: Arrival | None = None,
     ) -> policy.Step | None:
         """Record ``fact`` for a session (open or not), commit, then carry the decisions out."""
         entry = self._open.get(number)
@@ -475,7 +510,7 @@ class SettlementEngine:
                 SessionSettlement.from_dict(row.state), Tariff.from_dict(row.tariff)
             )
         unit = Unit()
-        result = self._step(number, entry, fact, unit, within)
+        result = self._step(number, entry, fact, unit, within, arrived=arrived)
         try:
             await self.writer.commit(unit)
         except Exception:
@@ -607,6 +642,7 @@ class SettlementEngine:
             raise RuntimeError(f"unknown settlement action {kind}")
 
     async def _create_invoice(self, number: int, key: str, unit: Unit) -> None:
+        arrived = self._invoice_arrived.pop(key, None)
         async with self.db() as db:
             row = await db.get(LightningInvoice, key)
             session = await db.get(ChargingSession, number)
@@ -618,8 +654,11 @@ class SettlementEngine:
             f"{row.price_msat_per_kwh // 1000} sat/kWh" + (" (final)" if row.kind == "final" else "")
         )
         preimage = self.preimage(key)
+        if arrived is not None:
+            self.metrics.observe_invoice_request(*arrived)
         try:
             invoice = await self.backend.create_invoice(row.amount_msat, memo, expiry_s, preimage=preimage)
+            self.metrics.issued.inc()
         except DuplicateInvoice:  # created before a crash: the same preimage gives the same invoice
             invoice = await self.backend.lookup_invoice(hashlib.sha256(preimage).digest())
         row.bolt11 = invoice.bolt11
@@ -715,9 +754,12 @@ class SettlementEngine:
         SessionEventLog.stage(unit, number, "suspended", {"reason": reason, "how": how}, self.clock())
 
     async def _resume(self, number: int, unit: Unit) -> None:
+        arrived = self._resume_arrived.pop(number, None)
         session = await self._session(number)
         if session.ended_at is not None:
             return  # the transaction ended meanwhile: nothing to resume, so no event
+        if arrived is not None:
+            self.metrics.observe_resume(arrived)
         await self.registry.execute(
             session.charger_id, cmd.ClearPowerLimit(SUSPEND_PROFILE_ID, session.connector_id)
         )
@@ -730,8 +772,9 @@ class SettlementEngine:
         SessionEventLog.stage(unit, number, "stopping", {"reason": reason}, self.clock())
 
     # ------------------------------------------------------------------ payments
-    async def on_payment(self, invoice: NodeInvoice) -> None:
-        """The node settled an invoice; credit it to its session once."""
+    async def on_payment(self, invoice: NodeInvoice, *, arrived: float | None = None) -> None:
+        """The node settled an invoice; credit it to its session once. ``arrived``: when the settle
+        event was read from the invoice stream (monotonic_now), for the resume latency."""
         if invoice.state is not InvoiceState.SETTLED:
             return
         async with self.db() as db:
@@ -771,8 +814,11 @@ class SettlementEngine:
                 },
             )
             SessionEventLog.stage(unit, number, "paid", event, self.clock())
+            unit.on_commit(self.metrics.settled.inc)
 
-        await self.advance(number, fact, within=mark)
+        await self.advance(
+            number, fact, within=mark, arrived=None if arrived is None else ("payment", arrived)
+        )
         self._spawn(self._send_running_cost(number))
 
     async def reconcile(self) -> None:
@@ -799,7 +845,7 @@ class SettlementEngine:
                     delay = 1.0
                     task = None
                     if invoice.state is InvoiceState.SETTLED:
-                        task = asyncio.create_task(self.on_payment(invoice))
+                        task = asyncio.create_task(self.on_payment(invoice, arrived=monotonic_now()))
                         task.add_done_callback(
                             lambda _t, queue=pending: self._spawn(self._retire(queue, wait=False))
                         )
@@ -871,10 +917,11 @@ class SettlementEngine:
     async def tick(self) -> None:
         """Step every open session whose policy has something to decide now; retry failed actions."""
         now = self.clock()
+        arrived = ("tick", monotonic_now())
         unit = Unit()
         for number, entry in list(self._open.items()):
             if policy.decide(entry.state, entry.tariff, now):
-                self._step(number, entry, None, unit)
+                self._step(number, entry, None, unit, arrived=arrived)
         await self.writer.commit(unit)
         for (number, lane), when in list(self._retry_at.items()):
             if when <= now:
