@@ -89,3 +89,4 @@ class SessionUpdate:
     at: datetime
     sample_at: datetime | None = None
     id_tag: str | None = None
+    connector_id: int | None = None

@@ -257,6 +257,7 @@ class ChargingService:
             at=self.clock(),
             sample_at=sample_at,
             id_tag=session.id_tag,
+            connector_id=session.connector_id,
         )
 
     # ------------------------------------------------------------- connections

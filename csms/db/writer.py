@@ -262,14 +262,16 @@ class GroupCommitWriter:
             waited += delay
 
     def _done(self, item: tuple[Unit, asyncio.Future[None]]) -> None:
+        """The unit committed: its caller resumes first (a charger gets its answer before anything the
+        fact set off, such as a call that cuts its power, is sent to it), then the callbacks run."""
         unit, future = item
+        if not future.done():
+            future.set_result(None)
         for callback in unit.after_commit:
             try:
                 callback()
             except Exception:
                 log.exception("a commit callback failed")
-        if not future.done():
-            future.set_result(None)
 
     def _fail(self, item: tuple[Unit, asyncio.Future[None]], exc: Exception) -> None:
         self.stats.failed_units += 1

@@ -178,6 +178,13 @@ class _Open:
     state: SessionSettlement
     tariff: Tariff
     shown_state: str | None = None  # the session state last written to its row
+    charger_id: str | None = None
+    connector_id: int | None = None
+
+    @property
+    def label(self) -> str | None:
+        """ "charger/connector", for invoice memos."""
+        return None if self.charger_id is None else f"{self.charger_id}/{self.connector_id}"
 
 
 @dataclass(frozen=True)
@@ -215,7 +222,11 @@ class SettlementEngine:
         self.tick_s = tick_s
         self.clock = clock
         self._open: dict[int, _Open] = {}
-        self._lane_locks: dict[tuple[int, str], asyncio.Lock] = {}
+        # an open session's invoices by payment hash (for payments from the invoice stream)
+        self._by_payment_hash: dict[str, tuple[int, str]] = {}
+        # pending actions per (session, lane), in order; a lane being drained is in _draining
+        self._queued: dict[tuple[int, str], deque[_Action]] = {}
+        self._draining: set[tuple[int, str]] = set()
         self._retry_at: dict[tuple[int, str], datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -244,18 +255,24 @@ class SettlementEngine:
     async def start(self) -> None:
         await self.ensure_default_tariff()
         async with self.db() as db:
-            for row in await db.scalars(select(Settlement).where(Settlement.closed.is_(False))):
+            for row, charger_id, connector_id in await db.execute(
+                select(Settlement, ChargingSession.charger_id, ChargingSession.connector_id)
+                .join(ChargingSession, ChargingSession.number == Settlement.session_number)
+                .where(Settlement.closed.is_(False))
+            ):
                 self._open[row.session_number] = _Open(
-                    SessionSettlement.from_dict(row.state), Tariff.from_dict(row.tariff)
+                    SessionSettlement.from_dict(row.state),
+                    Tariff.from_dict(row.tariff),
+                    charger_id=charger_id,
+                    connector_id=connector_id,
                 )
             cursor = await db.get(LightningCursor, CURSOR_NAME)
             if cursor is not None:
                 self.cursor = InvoiceCursor(cursor.add_index, cursor.settle_index)
-            pending = set(
-                await db.scalars(
-                    select(SettlementAction.session_number).where(SettlementAction.status == "pending")
-                )
-            )
+        for number, entry in self._open.items():
+            for open_invoice in entry.state.invoices:
+                self._by_payment_hash[self.payment_hash(open_invoice.key)] = (number, open_invoice.key)
+        pending = await self._load_outbox()
         timeout = self.service.remote_start_timeout
         for number, entry in self._open.items():
             requested = entry.state.remote_start_requested_at
@@ -347,10 +364,13 @@ class SettlementEngine:
         await self.writer.barrier()
         async with self.db() as db:
             row = await db.get(Settlement, session_number)
-        self._open.pop(session_number, None)
+        previous = self._open.pop(session_number, None)
         if row is not None and not row.closed:
             self._open[session_number] = _Open(
-                SessionSettlement.from_dict(row.state), Tariff.from_dict(row.tariff)
+                SessionSettlement.from_dict(row.state),
+                Tariff.from_dict(row.tariff),
+                charger_id=previous.charger_id if previous is not None else None,
+                connector_id=previous.connector_id if previous is not None else None,
             )
 
     async def session_started(self, update: SessionUpdate) -> None:
@@ -384,7 +404,9 @@ class SettlementEngine:
             self._settlement_row(update.session_number, state, tariff_id, tariff, payer_id=tag.payer_id),
         )
         await self.writer.commit(unit)
-        self._open[update.session_number] = _Open(state, tariff)
+        self._open[update.session_number] = _Open(
+            state, tariff, charger_id=update.charger_id, connector_id=update.connector_id
+        )
 
     def _settlement_row(
         self,
@@ -425,7 +447,7 @@ class SettlementEngine:
             tariff_id, tariff = await self._tariff_for(db, charger_id)
         arrived = ("request", monotonic_now())
         state = open_session(session.id, now, remote_start=True)
-        entry = _Open(state, tariff)
+        entry = _Open(state, tariff, charger_id=charger_id, connector_id=connector_id)
         unit = Unit()
         unit.add(
             INSERT_SETTLEMENT,
@@ -466,21 +488,23 @@ class SettlementEngine:
         shown = session_state(result.state).value
         if shown != entry.shown_state:
             unit.add(UPDATE_SESSION_STATE, {"b_number": number, "state": shown}, key=number, late=True)
-        for decision in result.decisions:
-            self._stage_decision(unit, number, decision, now)
-            if arrived is not None:
+        actions = [self._stage_decision(unit, number, decision, now) for decision in result.decisions]
+        if arrived is not None:
+            for decision in result.decisions:
                 self._note_arrival(number, decision, arrived)
         if within is not None:
             within(unit, result.state)
         if closed:
             self._open.pop(number, None)
             self._resume_arrived.pop(number, None)
+            for closed_invoice in result.state.invoices:
+                self._by_payment_hash.pop(self.payment_hash(closed_invoice.key), None)
         else:
-            self._open[number] = _Open(result.state, entry.tariff, shown)
+            self._open[number] = dataclasses.replace(entry, state=result.state, shown_state=shown)
         notify = self.events.notify
         unit.on_commit(lambda: notify(number))
-        if result.decisions:
-            unit.on_commit(lambda: self._spawn(self._drain(number)))
+        if actions:
+            unit.on_commit(lambda: self._enqueue(actions))
         return result
 
     def _note_arrival(self, number: int, decision: policy.Decision, arrived: Arrival) -> None:
@@ -518,14 +542,16 @@ class SettlementEngine:
             raise
         return result
 
-    def _stage_decision(self, unit: Unit, number: int, decision: policy.Decision, now: datetime) -> None:
+    def _stage_decision(self, unit: Unit, number: int, decision: policy.Decision, now: datetime) -> _Action:
+        """Stage ``decision`` in the outbox (and what it records at once); the action to carry out."""
+        action = _Action(decision.key, number, type(decision).__name__, jsonable(decision), 0)
         unit.add(
             self._insert_action,
             {
                 "key": decision.key,
                 "session_number": number,
-                "kind": type(decision).__name__,
-                "payload": jsonable(decision),
+                "kind": action.kind,
+                "payload": action.payload,
                 "status": "pending",
                 "attempts": 0,
                 "last_error": None,
@@ -534,6 +560,7 @@ class SettlementEngine:
             },
         )
         if isinstance(decision, policy.IssueInvoice | policy.IssueFinalInvoice):
+            self._by_payment_hash[self.payment_hash(decision.key)] = (number, decision.key)
             unit.add(
                 self._insert_invoice,
                 {
@@ -575,40 +602,72 @@ class SettlementEngine:
                 },
                 now,
             )
+        return action
 
     # ------------------------------------------------------------------ carrying decisions out
-    async def _drain(self, number: int) -> None:
+    @staticmethod
+    def _lane(kind: str) -> str:
+        return "node" if kind in NODE_ACTIONS else "charger"
+
+    def _enqueue(self, actions: list[_Action]) -> None:
+        """Committed decisions join their session's lanes (in memory; the outbox has them too), and the
+        lanes are drained."""
+        self._queue_actions(actions)
+        for number, lane in {(a.session_number, self._lane(a.kind)) for a in actions}:
+            self._spawn(self._drain_lane(number, lane))
+
+    async def _load_outbox(self, number: int | None = None) -> set[int]:
+        """Pending actions from the outbox into the lanes (at start-up, or for one session): the sessions
+        that have some."""
+        query = select(SettlementAction).where(SettlementAction.status == "pending")
+        if number is not None:
+            query = query.where(SettlementAction.session_number == number)
+        async with self.db() as db:
+            rows = list(await db.scalars(query.order_by(SettlementAction.created_at, SettlementAction.key)))
+        for key in [k for k in self._queued if number is None or k[0] == number]:
+            if key not in self._draining:
+                del self._queued[key]
+        self._queue_actions([_Action(r.key, r.session_number, r.kind, r.payload, r.attempts) for r in rows])
+        return {r.session_number for r in rows}
+
+    def _queue_actions(self, actions: list[_Action]) -> None:
+        for action in actions:
+            queue = self._queued.setdefault((action.session_number, self._lane(action.kind)), deque())
+            if all(queued.key != action.key for queued in queue):
+                queue.append(action)
+
+    async def _drain(self, number: int, *, from_log: bool = False) -> None:
         """Carry out a session's pending actions: the node's lane and the charger's lane, each in order
-        and independent of the other (an unreachable node never delays cutting the power)."""
+        and independent of the other (an unreachable node never delays cutting the power). With
+        ``from_log``, the session's pending actions are read from the outbox first (recovery)."""
+        if from_log:
+            await self._load_outbox(number)
         await asyncio.gather(self._drain_lane(number, "node"), self._drain_lane(number, "charger"))
 
     async def _drain_lane(self, number: int, lane: str) -> None:
-        lock = self._lane_locks.setdefault((number, lane), asyncio.Lock())
-        async with lock:
-            async with self.db() as db:
-                rows = await db.scalars(
-                    select(SettlementAction)
-                    .where(SettlementAction.session_number == number, SettlementAction.status == "pending")
-                    .order_by(SettlementAction.created_at, SettlementAction.key)
-                )
-                actions = [
-                    _Action(r.key, r.session_number, r.kind, r.payload, r.attempts)
-                    for r in rows
-                    if (r.kind in NODE_ACTIONS) == (lane == "node")
-                ]
-            for action in actions:
+        key = (number, lane)
+        if key in self._draining:
+            return  # the running drain takes what was queued meanwhile
+        self._draining.add(key)
+        try:
+            queue = self._queued.get(key)
+            while queue:
+                action = queue[0]
                 unit = Unit()
                 try:
                     await self._perform(number, action, unit)
                 except (LightningError, cmd.CommandFailed) as exc:
+                    queue[0] = dataclasses.replace(action, attempts=action.attempts + 1)
                     await self._failed(action, lane, exc)
                     return  # keep the order: later actions of this lane wait for this one
                 unit.add(ACTION_DONE, {"b_key": action.key, "at": self.clock()})
                 await self.writer.commit(unit)
-                self._retry_at.pop((number, lane), None)
+                queue.popleft()
+                self._retry_at.pop(key, None)
                 self.events.notify(number)
-        if number not in self._open and not lock.locked():
-            self._lane_locks.pop((number, lane), None)
+            self._queued.pop(key, None)
+        finally:
+            self._draining.discard(key)
 
     async def _failed(self, action: _Action, lane: str, exc: Exception) -> None:
         attempts = action.attempts + 1
@@ -625,7 +684,7 @@ class SettlementEngine:
         """Carry out one action; what it did goes into ``unit``, committed with the action marked done."""
         kind, payload = action.kind, action.payload
         if kind in ("IssueInvoice", "IssueFinalInvoice"):
-            await self._create_invoice(number, action.key, unit)
+            await self._create_invoice(number, action, unit)
         elif kind in ("ExpireInvoice", "CancelInvoice"):
             await self._cancel_invoice(payload["invoice_key"])
         elif kind == "RemoteStart":
@@ -641,45 +700,53 @@ class SettlementEngine:
         else:  # pragma: no cover - a decision type the engine does not know
             raise RuntimeError(f"unknown settlement action {kind}")
 
-    async def _create_invoice(self, number: int, key: str, unit: Unit) -> None:
+    async def _create_invoice(self, number: int, action: _Action, unit: Unit) -> None:
+        """Create the invoice at the node from the decision itself (nothing read back from the log).
+        Its preimage derives from its key, so a second attempt after a crash finds the first one's."""
+        key, payload = action.key, action.payload
         arrived = self._invoice_arrived.pop(key, None)
-        async with self.db() as db:
-            row = await db.get(LightningInvoice, key)
-            session = await db.get(ChargingSession, number)
-        if row is None or row.status != "creating" or session is None:
-            return
-        expiry_s = max(1, int((row.expires_at - self.clock()).total_seconds()))
+        entry = self._open.get(number)
+        if entry is None:
+            return  # the session is settled: an invoice it never issued is not needed any more
+        status = next((i.status for i in entry.state.invoices if i.key == key), None)
+        if status is not InvoiceStatus.OPEN:
+            return  # paid, expired or canceled before it reached the node
+        label = entry.label
+        if label is None:
+            session = await self._session(number)
+            label = f"{session.charger_id}/{session.connector_id}"
+        final = action.kind == "IssueFinalInvoice"
+        expires_at = datetime.fromisoformat(payload["expires_at"])
+        expiry_s = max(1, int((expires_at - self.clock()).total_seconds()))
         memo = (
-            f"satwatt {session.charger_id}/{session.connector_id}: {row.energy_wh} Wh at "
-            f"{row.price_msat_per_kwh // 1000} sat/kWh" + (" (final)" if row.kind == "final" else "")
+            f"satwatt {label}: {payload['energy_wh']} Wh at "
+            f"{payload['price_msat_per_kwh'] // 1000} sat/kWh" + (" (final)" if final else "")
         )
         preimage = self.preimage(key)
         if arrived is not None:
             self.metrics.observe_invoice_request(*arrived)
         try:
-            invoice = await self.backend.create_invoice(row.amount_msat, memo, expiry_s, preimage=preimage)
+            invoice = await self.backend.create_invoice(
+                payload["amount_msat"], memo, expiry_s, preimage=preimage
+            )
             self.metrics.issued.inc()
         except DuplicateInvoice:  # created before a crash: the same preimage gives the same invoice
             invoice = await self.backend.lookup_invoice(hashlib.sha256(preimage).digest())
-        row.bolt11 = invoice.bolt11
         unit.add(INVOICE_CREATED, {"b_key": key, "bolt11": invoice.bolt11})
-        SessionEventLog.stage(unit, number, "invoice", self.invoice_event(row), self.clock())
+        event = {
+            "key": key,
+            "kind": "final" if final else "increment",
+            "payment_hash": hashlib.sha256(preimage).hexdigest(),
+            "bolt11": invoice.bolt11,
+            "amount_msat": payload["amount_msat"],
+            "energy_wh": payload["energy_wh"],
+            "price_msat_per_kwh": payload["price_msat_per_kwh"],
+            "fee_msat": payload["fee_msat"],
+            "expires_at": expires_at.isoformat(),
+        }
+        SessionEventLog.stage(unit, number, "invoice", event, self.clock())
         if invoice.state is InvoiceState.SETTLED:
             self._spawn(self.on_payment(invoice))
-
-    @staticmethod
-    def invoice_event(row: LightningInvoice) -> dict[str, Any]:
-        return {
-            "key": row.key,
-            "kind": row.kind,
-            "payment_hash": row.payment_hash,
-            "bolt11": row.bolt11,
-            "amount_msat": row.amount_msat,
-            "energy_wh": row.energy_wh,
-            "price_msat_per_kwh": row.price_msat_per_kwh,
-            "fee_msat": row.fee_msat,
-            "expires_at": row.expires_at.isoformat(),
-        }
 
     async def _cancel_invoice(self, key: str) -> None:
         async with self.db() as db:
@@ -695,7 +762,14 @@ class SettlementEngine:
                 raise
             log.info("invoice %s not canceled at the node (%s); it expires there by itself", key, exc)
 
-    async def _session(self, number: int) -> ChargingSession:
+    async def _session(self, number: int) -> Any:
+        """The session as the charging service holds it in memory (its charger is connected here), else
+        its row: what an action toward the charger needs (charger, connector, transaction, ended)."""
+        entry = self._open.get(number)
+        if entry is not None and entry.charger_id is not None:
+            live = self.service.session_state(entry.charger_id, number)
+            if live is not None:
+                return live
         async with self.db() as db:
             session = await db.get(ChargingSession, number)
         assert session is not None
@@ -777,24 +851,31 @@ class SettlementEngine:
         event was read from the invoice stream (monotonic_now), for the resume latency."""
         if invoice.state is not InvoiceState.SETTLED:
             return
-        async with self.db() as db:
-            row = await db.scalar(
-                select(LightningInvoice).where(LightningInvoice.payment_hash == invoice.payment_hash_hex)
-            )
-        if row is None or row.status == "paid":
-            return  # not one of ours, or already credited
+        payment_hash = invoice.payment_hash_hex
+        known = self._by_payment_hash.get(payment_hash)
+        if known is not None:  # an open session's invoice: all it needs is in memory
+            number, key = known
+            entry = self._open.get(number)
+            ours = None if entry is None else next((i for i in entry.state.invoices if i.key == key), None)
+        if known is None or ours is None:  # a settled session's (or none of ours): ask the log
+            await self.writer.barrier()
+            async with self.db() as db:
+                row = await db.scalar(
+                    select(LightningInvoice).where(LightningInvoice.payment_hash == payment_hash)
+                )
+            if row is None or row.status == "paid":
+                return  # not one of ours, or already credited
+            number, key, amount_msat, energy_wh = row.session_number, row.key, row.amount_msat, row.energy_wh
+        elif ours.status is InvoiceStatus.PAID:
+            return  # already credited (the stream and a reconciliation raced)
+        else:
+            amount_msat, energy_wh = ours.amount_msat, ours.energy_wh
         paid_at = invoice.settled_at or self.clock()
-        key, number = row.key, row.session_number
-        entry = self._open.get(number)
-        if entry is not None and any(
-            i.key == key and i.status is InvoiceStatus.PAID for i in entry.state.invoices
-        ):
-            return  # credited meanwhile (the stream and a reconciliation raced)
         event = {
             "key": key,
-            "payment_hash": row.payment_hash,
-            "amount_msat": row.amount_msat,
-            "energy_wh": row.energy_wh,
+            "payment_hash": payment_hash,
+            "amount_msat": amount_msat,
+            "energy_wh": energy_wh,
         }
 
         def fact(state: SessionSettlement) -> SessionSettlement:
