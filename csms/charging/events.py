@@ -62,6 +62,7 @@ class Authorization:
     status: str  # Accepted | Blocked | Expired | Invalid | ConcurrentTx (+ 2.0.1's Unknown ...)
     expires_at: datetime | None = None
     parent_id_tag: str | None = None
+    payer_id: str | None = None  # the payer whose tag this is: its sessions are sold to it
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,4 @@ class SessionUpdate:
     sample_at: datetime | None = None
     id_tag: str | None = None
     connector_id: int | None = None
+    payer_id: str | None = None  # with "started": the payer the id tag belongs to

@@ -82,6 +82,7 @@ class LiveSession:
     seq_seen: SeqSet = field(default_factory=SeqSet)
     kinds_seen: set[str] = field(default_factory=set)  # transaction events recorded without a seqNo
     stored_state: str | None = None  # the state last written to the row by the charging service
+    payer_id: str | None = None  # the payer of the id tag that started it (known at the start only)
     # the plausible register readings, to judge the next one against (csms.charging.plausibility)
     history: ReadingHistory = field(default_factory=ReadingHistory)
     # the verdicts on the latest samples by digest: a retried sample gets the verdict it got first

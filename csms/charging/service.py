@@ -258,6 +258,7 @@ class ChargingService:
             sample_at=sample_at,
             id_tag=session.id_tag,
             connector_id=session.connector_id,
+            payer_id=session.payer_id,
         )
 
     # ------------------------------------------------------------- connections
@@ -438,8 +439,8 @@ class ChargingService:
             known = await db.get(IdTag, id_tag)
         if known is not None:
             if known.status == "Accepted" and known.expires_at and known.expires_at < self.clock():
-                return Authorization("Expired", known.expires_at, known.parent_id_tag)
-            return Authorization(known.status, known.expires_at, known.parent_id_tag)
+                return Authorization("Expired", known.expires_at, known.parent_id_tag, known.payer_id)
+            return Authorization(known.status, known.expires_at, known.parent_id_tag, known.payer_id)
         live = self._live.get(charger_id)
         if live is not None and any(s.id_tag == id_tag and s.ended_at is None for s in live.sessions()):
             return Authorization("Accepted")  # a tag satwatt issued for a remote start on this charger
@@ -600,6 +601,7 @@ class ChargingService:
                 session.id_tag = message.id_tag
             if authorization is not None:
                 session.id_tag_status = authorization.status
+                session.payer_id = authorization.payer_id
             session.ocpp_transaction_id = message.ocpp_transaction_id or await self._free_transaction_id(
                 live, session
             )

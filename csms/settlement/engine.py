@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,7 +44,6 @@ from csms.charging.session_events import SessionEventLog
 from csms.db.models import (
     Charger,
     ChargingSession,
-    IdTag,
     LightningCursor,
     LightningInvoice,
     Settlement,
@@ -388,20 +387,15 @@ class SettlementEngine:
 
     async def _open_for_payer(self, update: SessionUpdate) -> None:
         """A transaction started with an id tag that belongs to a payer: that payer pays for it."""
-        if update.id_tag is None:
-            return
+        if update.payer_id is None:
+            return  # an operator's tag or satwatt's remote start: not sold by settlement
         async with self.db() as db:
-            tag = await db.get(IdTag, update.id_tag)
-            if tag is None or tag.payer_id is None:
-                return  # an operator's tag or satwatt's remote start: not sold by settlement
-            if await db.get(Settlement, update.session_number) is not None:
-                return
             tariff_id, tariff = await self._tariff_for(db, update.charger_id)
         state = open_session(update.session_id, update.at, remote_start=False)
         unit = Unit()
         unit.add(
             INSERT_SETTLEMENT,
-            self._settlement_row(update.session_number, state, tariff_id, tariff, payer_id=tag.payer_id),
+            self._settlement_row(update.session_number, state, tariff_id, tariff, payer_id=update.payer_id),
         )
         await self.writer.commit(unit)
         self._open[update.session_number] = _Open(
@@ -431,9 +425,16 @@ class SettlementEngine:
         }
 
     async def _tariff_for(self, db: AsyncSession, charger_id: str) -> tuple[str, Tariff]:
-        charger = await db.get(Charger, charger_id)
-        tariff_id = (charger.tariff_id if charger is not None else None) or DEFAULT_TARIFF_ID
-        row = await db.get(TariffRow, tariff_id) or await db.get(TariffRow, DEFAULT_TARIFF_ID)
+        """The tariff a charger sells under (its own, else the default), in one query."""
+        assigned = select(Charger.tariff_id).where(Charger.id == charger_id).scalar_subquery()
+        rows = list(
+            await db.scalars(
+                select(TariffRow).where(
+                    TariffRow.id.in_([func.coalesce(assigned, DEFAULT_TARIFF_ID), DEFAULT_TARIFF_ID])
+                )
+            )
+        )
+        row = next((r for r in rows if r.id != DEFAULT_TARIFF_ID), None) or next(iter(rows), None)
         if row is None:
             return DEFAULT_TARIFF_ID, DEFAULT_TARIFF
         return row.id, Tariff.from_dict(row.definition)
