@@ -19,7 +19,8 @@ the energy register growing at 11 kW) for --duration seconds. The servers:
 * sqlite: `bench/peers/ocpp16_sqlite.py`, the same with one SQLite commit per MeterValues message.
 
 With --rounds R the servers run in turn R times and the round with the median rate is reported for
-each (this machine is shared; single runs are noisy). It prints MeterValues answered per second and
+each (this machine is shared; single runs are noisy). It prints MeterValues answered per second, the
+servers' CPU time per message (steadier than rates on a shared machine) and
 the latency (p50, p99) of each, the ratios satwatt/bare and satwatt/sqlite, and writes everything
 as JSON to bench/results/side-by-side-<date>.json (or --json). Bounded: each server gets setup +
 --duration +
@@ -103,7 +104,9 @@ async def run_peer(name: str, args: argparse.Namespace) -> dict[str, Any]:
             line = (await process.stdout.readline()).decode()
         if not line.startswith("listening"):
             raise RuntimeError(f"{script.name} did not start: {line}")
+        cpu_before = cpu_seconds(process.pid)
         report = await run_load(f"ws://127.0.0.1:{port}/ocpp", args, None)
+        note_cpu(report, process.pid, cpu_before)
         report["server_rss_kb"] = rss_kb(process.pid)
         return report
     finally:
@@ -128,7 +131,9 @@ async def run_satwatt(args: argparse.Namespace) -> dict[str, Any]:
                 tariff = None
                 if args.allowance_wh is not None:
                     tariff = await patch_default_tariff(client, allowance_wh=args.allowance_wh, grace_s=3600)
+                cpu_before = cpu_seconds(server.pid)
                 report = await run_load(server.ocpp, args, CHARGER_PASSWORD)
+                note_cpu(report, server.pid, cpu_before)
                 report["server_rss_kb"] = rss_kb(server.pid)
                 report["satwatt_sessions"] = await session_summary(client)
                 report["satwatt_sessions"]["payer_id"] = payer["id"]
@@ -139,6 +144,20 @@ async def run_satwatt(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await server.stop()
         return report
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def note_cpu(report: dict[str, Any], pid: int, before: float) -> None:
+    """The server's CPU per answered message over the load (setup included): unlike a rate, it hardly
+    moves with what else this shared machine is doing."""
+    used = cpu_seconds(pid) - before
+    report["server_cpu_s"] = round(used, 2)
+    report["server_cpu_ms_per_msg"] = round(1000 * used / max(1, report["meter_values"]["answered"]), 3)
 
 
 def row(name: str, report: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +172,7 @@ def row(name: str, report: dict[str, Any]) -> dict[str, Any]:
         "charging_at_end": report["transactions"]["charging_at_end"],
         "errors": report["errors"],
         "disconnects": report["connections"]["disconnects"],
+        "cpu_ms_per_msg": report.get("server_cpu_ms_per_msg"),
     }
 
 
@@ -227,11 +247,12 @@ def _git_head() -> str:
 def print_table(result: dict[str, Any]) -> None:
     print(
         f"{'server':<10} {'msg/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'errors':>7} {'charging':>9}"
+        f" {'CPU ms/msg':>11}"
     )
     for r in result["table"]:
         print(
             f"{r['server']:<10} {r['msg_per_s']:>9} {r['p50_ms']:>9} {r['p95_ms']:>9} {r['p99_ms']:>9} "
-            f"{r['errors']:>7} {r['charging_at_end']:>9}"
+            f"{r['errors']:>7} {r['charging_at_end']:>9} {r['cpu_ms_per_msg']!s:>11}"
             + (f"   rounds: {r['msg_per_s_rounds']}" if len(r["msg_per_s_rounds"]) > 1 else "")
         )
     for name, ratio in result["ratios"].items():
