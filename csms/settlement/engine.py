@@ -225,7 +225,7 @@ class SettlementEngine:
         self._by_payment_hash: dict[str, tuple[int, str]] = {}
         # pending actions per (session, lane), in order; a lane being drained is in _draining
         self._queued: dict[tuple[int, str], deque[_Action]] = {}
-        self._draining: set[tuple[int, str]] = set()
+        self._draining: dict[tuple[int, str], asyncio.Future[None]] = {}
         self._retry_at: dict[tuple[int, str], datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -647,9 +647,12 @@ class SettlementEngine:
 
     async def _drain_lane(self, number: int, lane: str) -> None:
         key = (number, lane)
-        if key in self._draining:
-            return  # the running drain takes what was queued meanwhile
-        self._draining.add(key)
+        running = self._draining.get(key)
+        if running is not None:  # the running drain takes what was queued meanwhile: wait for it
+            await asyncio.shield(running)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._draining[key] = done
         try:
             queue = self._queued.get(key)
             while queue:
@@ -668,7 +671,8 @@ class SettlementEngine:
                 self.events.notify(number)
             self._queued.pop(key, None)
         finally:
-            self._draining.discard(key)
+            del self._draining[key]
+            done.set_result(None)
 
     async def _failed(self, action: _Action, lane: str, exc: Exception) -> None:
         attempts = action.attempts + 1
