@@ -41,11 +41,6 @@ class SessionEventLog:
         self._changed: dict[int, asyncio.Event] = {}
 
     @staticmethod
-    def append(db: AsyncSession, session_number: int, kind: str, data: dict[str, Any]) -> None:
-        """Add an entry in the caller's transaction; call :meth:`notify` after it commits."""
-        db.add(SessionEvent(session_number=session_number, kind=kind, data=data))
-
-    @staticmethod
     def stage(unit: Unit, session_number: int, kind: str, data: dict[str, Any], at: datetime) -> None:
         """Add an entry to a group-commit unit; call :meth:`notify` after it commits."""
         unit.add(_INSERT, {"session_number": session_number, "kind": kind, "data": data, "created_at": at})
