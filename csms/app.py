@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from starlette.types import Receive, Scope, Send
 
-from csms import __version__
+from csms import __version__, collector
 from csms.api import chargers, id_tags, payers, problems, sessions, tariffs
 from csms.charging.plausibility import REASONS, Limits
 from csms.charging.service import ChargingService
@@ -33,20 +32,7 @@ log = logging.getLogger("csms")
 LAST_SEEN_FLUSH_S = 60
 
 
-GC_YOUNG_THRESHOLD = 20_000
 PASSWORD_CHECK_KEY_FILE = "password-check.key"
-
-
-def settle_garbage_collector() -> None:
-    """Keep the cyclic garbage collector off the hot path: what start-up built (modules, schemas,
-    validators, the app) lives as long as the process, so it is frozen out of every collection, and the
-    youngest generation is collected after 20,000 allocations instead of 700. Each message allocates a
-    few hundred short-lived objects that reference counting frees anyway; a full collection walks every
-    object, and at the default thresholds it ran often enough to take about a third of the CPU."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 OCPP_PATH = "/ocpp/"
@@ -156,11 +142,14 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
                     log.exception("saving when chargers were last seen failed")
 
         flusher = asyncio.create_task(flush_last_seen(), name="last-seen-flush")
-        settle_garbage_collector()
+        collector.settle()
+        collections = asyncio.create_task(collector.run_complete_collections(), name="gc")
         try:
             yield
         finally:
             flusher.cancel()
+            collections.cancel()
+            collector.stop()
             await service.flush_last_seen(registry.last_seen())
             await settlement.stop()
             await registry.close_all()
