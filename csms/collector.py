@@ -62,7 +62,7 @@ async def run_complete_collections(every_s: float = COMPLETE_EVERY_S) -> None:
 
 
 def stop() -> None:
-    """Back to the interpreter's defaults (the app is shutting down; several run in one test process)."""
+    """No more freezing after full collections (the app is shutting down; several run in one test
+    process). What is frozen stays frozen: unfreezing would make the next start's collection walk it."""
     with contextlib.suppress(ValueError):
         gc.callbacks.remove(_freeze_survivors)
-    gc.unfreeze()
