@@ -243,6 +243,21 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
                 "# TYPE satwatt_open_settlements gauge",
                 f"satwatt_open_settlements {settlement_engine.open_count}",
             ]
+        stats = writer.stats
+        lines += [
+            "# HELP satwatt_db_batches_total Transactions the group-commit writer committed.",
+            "# TYPE satwatt_db_batches_total counter",
+            f"satwatt_db_batches_total {stats.batches}",
+            "# HELP satwatt_db_facts_total Facts (units) committed; per batch, how much group commit groups.",
+            "# TYPE satwatt_db_facts_total counter",
+            f"satwatt_db_facts_total {stats.units}",
+            "# HELP satwatt_db_failed_facts_total Facts that could not be written (answered InternalError).",
+            "# TYPE satwatt_db_failed_facts_total counter",
+            f"satwatt_db_failed_facts_total {stats.failed_units}",
+            "# HELP satwatt_db_last_batch_seconds How long the last batch took to write and commit.",
+            "# TYPE satwatt_db_last_batch_seconds gauge",
+            f"satwatt_db_last_batch_seconds {stats.last_batch_ms / 1000:.6f}",
+        ]
         body = "\n".join(lines) + "\n"
         if settlement_engine is not None:  # latency histograms and invoice counters
             body += settlement_engine.metrics.render()

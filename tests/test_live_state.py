@@ -165,3 +165,35 @@ async def test_a_fleet_reconnecting_after_a_restart_skips_scrypt(server_settings
                 pass
         async with connect_charger(second.ocpp_url, "CP-pw", "1.6", "another-long-secret") as cp:
             await cp.call(call.Heartbeat())
+
+
+async def test_metrics_show_what_the_writer_committed(server: RunningServer, api: httpx.AsyncClient) -> None:
+    """/metrics counts the facts the group-commit writer committed and the batches it needed."""
+
+    def counters(text: str) -> dict[str, float]:
+        return {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("satwatt_db_")
+        }
+
+    before = counters((await api.get("/metrics")).text)
+    await register(api, "CP-metrics")
+    async with connect_charger(server.ocpp_url, "CP-metrics", "1.6") as cp:
+        start = await cp.call(
+            call.StartTransaction(connector_id=1, id_tag="T", meter_start=0, timestamp=at(0))
+        )
+        for wh in (10, 20, 30):
+            await cp.call(
+                call.MeterValues(
+                    connector_id=1,
+                    transaction_id=start.transaction_id,
+                    meter_value=[register_value(wh, at(wh))],
+                )
+            )
+    after = counters((await api.get("/metrics")).text)
+    facts = after["satwatt_db_facts_total"] - before["satwatt_db_facts_total"]
+    batches = after["satwatt_db_batches_total"] - before["satwatt_db_batches_total"]
+    assert facts >= 5  # connected, the start, three samples (each answered after its commit)
+    assert 1 <= batches <= facts
+    assert after["satwatt_db_failed_facts_total"] == 0

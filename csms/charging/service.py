@@ -326,9 +326,6 @@ class ChargingService:
             live = self._live[charger_id] = await self._load(charger_id)
         return live
 
-    def live_charger(self, charger_id: str) -> LiveCharger | None:
-        return self._live.get(charger_id)
-
     async def charger_connected(self, charger_id: str, protocol: str, remote_address: str | None) -> None:
         """Load the charger's state (kept when a newer connection replaces an older one) and mark it
         connected."""

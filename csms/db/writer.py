@@ -190,10 +190,6 @@ class GroupCommitWriter:
         self._wakeup.set()
         await future
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     async def _run(self) -> None:
         while True:
             if not self._queue:
