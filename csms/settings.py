@@ -160,6 +160,25 @@ class Settings(BaseSettings):
         "flagged as from the future.",
     )
 
+    nats_url: str | None = Field(
+        default=None,
+        description="Cluster mode: the NATS server(s) every satwatt process joins (nats://host:4222, several "
+        "separated by commas); needs PostgreSQL and a shared Lightning node (CSMS_LIGHTNING_BACKEND=lnd).",
+    )
+    cluster_name: str = Field(
+        default="satwatt",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Cluster mode: the prefix of the NATS subjects and key-value buckets (several clusters "
+        "can share one NATS).",
+    )
+    cluster_lease_s: int = Field(
+        default=6,
+        ge=2,
+        le=300,
+        description="Cluster mode: how long a process's liveness and the invoice-stream leader's lease last "
+        "without renewal (renewed every third of it): the time to notice a dead process.",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -228,6 +247,30 @@ class Settings(BaseSettings):
         if self.simnet_cars < 1:
             raise ValueError("CSMS_SIMNET_AUTOPAY_MS needs CSMS_SIMNET_CARS >= 1 (car1 pays)")
         return self
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Settings:
+        if not self.nats_url:
+            return self
+        if not self.nats_url.startswith(("nats://", "tls://")) or any(
+            not url.strip().startswith(("nats://", "tls://")) for url in self.nats_url.split(",")
+        ):
+            raise ValueError("CSMS_NATS_URL: each server must be nats://host:port or tls://host:port")
+        if self.is_sqlite:
+            raise ValueError(
+                "CSMS_NATS_URL (cluster mode) needs PostgreSQL: set CSMS_DATABASE_URL=postgresql+asyncpg://... "
+                "(SQLite is for one process on one machine)"
+            )
+        if self.lightning_backend != "lnd":
+            raise ValueError(
+                "CSMS_NATS_URL (cluster mode) needs one Lightning node shared by every process: set "
+                "CSMS_LIGHTNING_BACKEND=lnd (a real LND, or a `lightning-simnet` running on its own)"
+            )
+        return self
+
+    @property
+    def cluster_mode(self) -> bool:
+        return bool(self.nats_url)
 
     @property
     def resolved_database_url(self) -> str:
