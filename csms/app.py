@@ -14,7 +14,7 @@ from sqlalchemy import text
 from starlette.types import Receive, Scope, Send
 
 from csms import __version__, collector
-from csms.api import chargers, id_tags, payers, problems, sessions, tariffs
+from csms.api import chargers, docs_pages, id_tags, payers, problems, sessions, tariffs
 from csms.charging.plausibility import REASONS, Limits
 from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
@@ -164,6 +164,8 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
         version=__version__,
         summary="OCPP central system that sells electricity for sats",
         lifespan=lifespan,
+        docs_url=None,  # docs_pages serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.api_key = api_key
@@ -175,6 +177,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     app.state.events = events
     app.state.banner = []
     problems.install(app)
+    docs_pages.install(app)
     app.include_router(chargers.router)
     app.include_router(sessions.router)
     app.include_router(id_tags.router)
