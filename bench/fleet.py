@@ -67,6 +67,7 @@ from satwatt_server import (  # noqa: E402  (beside this script)
     register_chargers,
     session_summary,
 )
+from settlement_fleet import cpu_s, profile  # noqa: E402
 
 from chargepoint_sim.lightload import LightConfig, LightLoad, rss_kb  # noqa: E402
 from chargepoint_sim.load import latency_summary  # noqa: E402
@@ -125,6 +126,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "passwords": args.passwords,
             "protocol": "1.6",
             "storm": args.storm,
+            "charging_fraction": args.charging_fraction,
+            "heartbeat_interval_s": args.heartbeat_interval,
+            "server_env": dict(args.server_env),
         },
     }
     with tempfile.TemporaryDirectory(prefix="satwatt-fleet-") as tmp:
@@ -143,6 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.pending_per_address is not None:
             extra["CSMS_MAX_PENDING_CONNECTIONS_PER_ADDRESS"] = str(args.pending_per_address)
         result["config"]["max_pending_connections_per_address"] = args.pending_per_address
+        extra.update(args.server_env)
         server = SatwattServer(Path(tmp) / "data", free_port(), args.database_url, env_extra=extra, tree=tree)
         await server.start()
         try:
@@ -194,6 +199,8 @@ async def fleet(server: SatwattServer, args: argparse.Namespace, result: dict[st
             id_tag=ID_TAG,
             call_timeout_s=60,
             end_transactions=False,
+            charging_fraction=args.charging_fraction,
+            heartbeat_interval_s=args.heartbeat_interval,
         )
         load = LightLoad(cfg)
         stats = load.stats
@@ -216,14 +223,22 @@ async def fleet(server: SatwattServer, args: argparse.Namespace, result: dict[st
             }
             log(f"setup: {load.booted_since(0.0)} booted, {load.charging()} charging after {setup_s:.1f} s")
             # steady state
-            w0, disconnects0 = stats.now(), stats.disconnects
+            w0, disconnects0, cpu0 = stats.now(), stats.disconnects, cpu_s(server.pid)
+            spy = None
+            if args.profile:
+                out = Path(tempfile.gettempdir()) / f"fleet-steady-{os.getpid()}.txt"
+                spy = asyncio.create_task(profile(server.pid, int(min(args.profile, args.duration)), out))
             await asyncio.sleep(args.duration / 2)
             rss_held = rss_kb(server.pid)
             online_at_rss = load.online()
             await asyncio.sleep(args.duration / 2)
-            w1 = stats.now()
+            w1, cpu1 = stats.now(), cpu_s(server.pid)
             steady = stats.window(w0, w1)
+            heartbeats = stats.window(w0, w1, "Heartbeat")
             result["steady"] = {
+                "server_cpu_share_of_one_core": round((cpu1 - cpu0) / (w1 - w0), 2),
+                "heartbeats_answered": len(heartbeats),
+                "heartbeat_latency": latency_summary(heartbeats) if heartbeats else None,
                 "window_s": round(w1 - w0, 1),
                 "online_at_end": load.online(),
                 "charging_at_end": load.charging(),
@@ -248,6 +263,8 @@ async def fleet(server: SatwattServer, args: argparse.Namespace, result: dict[st
                 ),
                 "load_client_rss_kb": rss_kb(),
             }
+            if spy is not None:
+                result["steady"]["profile"] = await spy
             per_charger = result["memory"]["server_kb_per_charger"]
             log(f"steady: {result['steady']['latency']}, memory {per_charger} KB/charger")
             if args.storm:
@@ -271,6 +288,7 @@ async def storm(server: SatwattServer, load: LightLoad, args: argparse.Namespace
     await server.kill()
     log(f"storm: killed the server with {online_before} chargers online; starting it again")
     t_start = stats.now()
+    spy = asyncio.create_task(storm_profile(server, args)) if args.profile else None
     await server.start()
     t_up = stats.now()
     log(f"storm: server answering /healthz after {t_up - t_kill:.1f} s")
@@ -278,9 +296,14 @@ async def storm(server: SatwattServer, load: LightLoad, args: argparse.Namespace
     # /healthz answers the bench under the storm: count every boot since the kill, timed from the restart
     all_back = await wait_until(lambda: load.booted_since(t_kill) >= n, args.storm_timeout)
     t_all = max((c.booted_at for c in load.chargers), default=t_up)
-    during = stats.window(t_start, t_all if all_back else stats.now())
+    t_end = t_all if all_back else stats.now()
+    during = stats.window(t_start, t_end)
     booted_by = sorted(c.booted_at - t_start for c in load.chargers if c.booted_at >= t_kill)
-    return {
+    cpu_storm = cpu_s(server.pid)  # the restarted process's CPU from its start to all booted (or timeout)
+    boots_by_second = [0] * (int(booted_by[-1]) + 1 if booted_by else 0)
+    for b in booted_by:
+        boots_by_second[max(0, int(b))] += 1
+    result: dict[str, Any] = {
         "online_before": online_before,
         "restart_s": round(t_up - t_kill, 1),
         "all_booted_again": all_back,
@@ -289,8 +312,28 @@ async def storm(server: SatwattServer, load: LightLoad, args: argparse.Namespace
         "seconds_to_half_booted": round(booted_by[len(booted_by) // 2], 1) if booted_by else None,
         "disconnects": stats.disconnects - disconnects0,
         "meter_values_meanwhile": latency_summary(during),
+        "heartbeats_meanwhile": latency_summary(stats.window(t_start, t_end, "Heartbeat")),
         "connect_failures_total": stats.connect_failures,
+        "server_cpu_s_until_all_booted": round(cpu_storm, 1),
+        "boots_per_second_after_restart": boots_by_second,
     }
+    if spy is not None:
+        result["profile"] = await spy
+    return result
+
+
+async def storm_profile(server: SatwattServer, args: argparse.Namespace) -> dict[str, Any]:
+    """py-spy the restarted server from its first second (attaching as soon as it runs Python)."""
+    old = server.process.pid if server.process else None
+    while server.process is None or server.process.pid == old:  # noqa: ASYNC110  (another task's field)
+        await asyncio.sleep(0.05)
+    out = Path(tempfile.gettempdir()) / f"fleet-storm-{os.getpid()}.txt"
+    for _ in range(40):  # the interpreter may not be up yet
+        await asyncio.sleep(0.25)
+        found = await profile(server.pid, int(args.profile), out)
+        if "error" not in found:
+            return found
+    return found
 
 
 async def report_progress(load: LightLoad, server_pid: int, half: dict[str, int]) -> None:
@@ -313,6 +356,11 @@ def print_summary(result: dict[str, Any]) -> None:
         f"{cfg['database']}, satwatt from {cfg['satwatt_source']}"
     )
     print(f"payment: {result.get('payment')}")
+    if cfg.get("charging_fraction", 1.0) < 1.0:
+        print(
+            f"charging fraction {cfg['charging_fraction']}: the others idle, Heartbeat every "
+            f"{cfg.get('heartbeat_interval_s') or 'interval satwatt gives'} s"
+        )
     setup = result.get("setup", {})
     if setup:
         print(
@@ -326,8 +374,12 @@ def print_summary(result: dict[str, Any]) -> None:
             f"steady {steady['window_s']} s: {steady['meter_values_answered']} MeterValues "
             f"({steady['meter_values_per_s']}/s), p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, "
             f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; disconnects {steady['disconnects']}, "
-            f"timeouts {steady['timeouts']}"
+            f"timeouts {steady['timeouts']}; server CPU {steady.get('server_cpu_share_of_one_core')} "
+            "of one core"
         )
+        if steady.get("heartbeat_latency"):
+            hb = steady["heartbeat_latency"]
+            print(f"heartbeats: {hb['count']}, p50 {hb['p50_ms']} ms, p99 {hb['p99_ms']} ms")
     memory = result.get("memory")
     if memory:
         print(
@@ -346,7 +398,7 @@ def print_summary(result: dict[str, Any]) -> None:
             f"{storm['booted_again']}/{storm['online_before']} booted again, "
             f"all after {storm['seconds_to_all_booted_after_restart']} s (half after "
             f"{storm['seconds_to_half_booted']} s); meanwhile p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms "
-            f"({lat['count']} MeterValues)"
+            f"({lat['count']} MeterValues); server CPU {storm.get('server_cpu_s_until_all_booted')} s"
         )
     sessions = result.get("sessions")
     if sessions:
@@ -401,6 +453,33 @@ def main() -> None:
         help="CSMS_MAX_PENDING_CONNECTIONS_PER_ADDRESS for the server (default: satwatt's own, 64); every "
         "simulated charger connects from 127.0.0.1, so the bound throttles the whole fleet (429s); 0 = none",
     )
+    parser.add_argument(
+        "--charging-fraction",
+        type=float,
+        default=1.0,
+        help="share of the chargers that start a transaction (spread evenly); the others boot and stay "
+        "connected, idle, heartbeating (default 1: all charge; 0: none, e.g. for the memory figure)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        help="idle chargers' Heartbeat interval, s (default: the interval in satwatt's boot answer)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=lambda text: tuple(text.split("=", 1)),
+        help="an extra environment variable for csms serve (repeatable), e.g. CSMS_OCPP_PING_INTERVAL_S=0",
+    )
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0,
+        help="py-spy record this many seconds of the server in the steady window and from the storm's "
+        "restart (summary in the JSON; py-spy in the venv, not a project dependency)",
+    )
     parser.add_argument("--register-concurrency", type=int, default=4, help="parallel registration requests")
     parser.add_argument("--satwatt-rev", metavar="REV", help="run satwatt as committed at this git revision")
     parser.add_argument(
@@ -409,6 +488,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.chargers < 1 or args.duration <= 0 or args.interval <= 0:
         parser.error("--chargers must be >= 1, --duration and --interval > 0")
+    if not 0.0 <= args.charging_fraction <= 1.0:
+        parser.error("--charging-fraction must be between 0 and 1")
     if args.ramp is None:
         args.ramp = max(5.0, args.chargers / 100)
     result = asyncio.run(run(args))

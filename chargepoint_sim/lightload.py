@@ -71,6 +71,11 @@ class LightConfig:
     end_transactions: bool = True  # StopTransaction for every open transaction at the end
     first_index: int = 1  # the first {n} of id_pattern
     freeze_gc: bool = True  # gc.freeze() after setup (no gen-2 pauses over the fleet's objects)
+    # the share of chargers that start a transaction (spread evenly over the fleet); the others boot and
+    # stay connected, idle, sending a Heartbeat every heartbeat_interval_s (None: the interval the
+    # central system gave in its BootNotification answer)
+    charging_fraction: float = 1.0
+    heartbeat_interval_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.chargers < 1:
@@ -81,6 +86,10 @@ class LightConfig:
             raise ValueError("meter interval must be > 0")
         if self.power_w < 0:
             raise ValueError("power must be >= 0 W")
+        if not 0.0 <= self.charging_fraction <= 1.0:
+            raise ValueError("charging fraction must be between 0 and 1")
+        if self.heartbeat_interval_s is not None and self.heartbeat_interval_s <= 0:
+            raise ValueError("heartbeat interval must be > 0")
         if not self.csms_url.startswith(("ws://", "wss://")):
             raise ValueError("the central system URL must start with ws:// or wss://")
         try:
@@ -130,7 +139,7 @@ class LightStats:
 
 
 ACTIONS = ("BootNotification", "StartTransaction", "MeterValues", "StopTransaction", "Heartbeat")
-_BOOT, _START, _METER, _STOP = 0, 1, 2, 3
+_BOOT, _START, _METER, _STOP, _HEARTBEAT = 0, 1, 2, 3, 4
 
 
 def rss_kb(pid: int | str = "self") -> int:
@@ -157,6 +166,7 @@ _METER_FRAME = (
     '{"value":"%d","measurand":"Power.Active.Import","unit":"W"}]}]}]'
 )
 _BOOT_FRAME = '[2,"%s","BootNotification",{"chargePointVendor":"satwatt","chargePointModel":"lightload"}]'
+_HEARTBEAT_FRAME = '[2,"%s","Heartbeat",{}]'
 _START_FRAME = '[2,"%s","StartTransaction",{"connectorId":1,"idTag":%s,"meterStart":%d,"timestamp":"%s"}]'
 _STOP_FRAME = (
     '[2,"%s","StopTransaction",{"transactionId":%d,"idTag":%s,"meterStop":%d,"timestamp":"%s","reason":"%s"}]'
@@ -198,7 +208,9 @@ class LightCharger:
         "_msg",
         "_tag",
         "booted_at",
+        "charges",
         "cid",
+        "heartbeat_s",
         "in_call",
         "load",
         "online",
@@ -211,9 +223,11 @@ class LightCharger:
         "ws",
     )
 
-    def __init__(self, load: LightLoad, cid: str) -> None:
+    def __init__(self, load: LightLoad, cid: str, charges: bool = True) -> None:
         self.load = load
         self.cid = cid
+        self.charges = charges  # starts a transaction; otherwise stays idle, heartbeating
+        self.heartbeat_s = load.cfg.heartbeat_interval_s
         self.ws: ClientConnection | None = None
         self._msg = 0
         self._ms = 0
@@ -347,6 +361,9 @@ class LightCharger:
         msg_id = self._next_id()
         reply = await self.call(_BOOT, _BOOT_FRAME % msg_id, msg_id)
         if isinstance(reply, dict) and reply.get("status") == "Accepted":
+            interval = reply.get("interval")
+            if self.load.cfg.heartbeat_interval_s is None and isinstance(interval, int) and interval > 0:
+                self.heartbeat_s = float(interval)
             self.load.stats.boots += 1
             self.booted_at = self.load.stats.now()
             return True
@@ -368,6 +385,10 @@ class LightCharger:
         self.transaction_id = tx
         self.load.stats.transactions_started += 1
         return True
+
+    async def heartbeat(self) -> bool:
+        msg_id = self._next_id()
+        return await self.call(_HEARTBEAT, _HEARTBEAT_FRAME % msg_id, msg_id) is not None
 
     async def meter(self) -> bool:
         assert self.transaction_id is not None
@@ -462,7 +483,8 @@ class LightCharger:
         self.online = True
         if self.transaction_id is None and not load.started_once(self):
             try:
-                await self.start_transaction()
+                if self.charges:
+                    await self.start_transaction()
             finally:
                 load.ready(self)
         if self.transaction_id is not None and cfg.closed_loop:
@@ -488,12 +510,25 @@ class LightCharger:
         await self._idle()
 
     async def _idle(self) -> None:
-        """Stay connected, answering calls, until the run stops."""
+        """Stay connected, answering calls and heartbeating (once an interval is known), until stopped."""
         if self.stop_requested:
             self.stop_requested = False
             await self.stop_transaction("Remote")
+        loop = asyncio.get_running_loop()
+        period = self.heartbeat_s
+        next_at = None
+        if period:  # phases spread by the charger's index, like the meter samples
+            phase = self.load.phase(self, period)
+            next_at = phase + period * max(0, math.ceil((loop.time() - phase) / period))
         while not self.load.stopping:
-            message = await self._recv(None)
+            message = await self._recv(next_at)
+            if message is None:
+                if next_at is not None and period and loop.time() >= next_at:
+                    await self.heartbeat()
+                    next_at += period
+                    while next_at <= loop.time():
+                        next_at += period
+                continue
             if isinstance(message, list) and len(message) > 2 and message[0] == 2:
                 await self._serve(message)
 
@@ -508,8 +543,10 @@ class LightLoad:
     def __init__(self, cfg: LightConfig) -> None:
         self.cfg = cfg
         self.stats = LightStats()
-        self.chargers = [
-            LightCharger(self, cfg.id_pattern.format(n=cfg.first_index + i)) for i in range(cfg.chargers)
+        f = cfg.charging_fraction
+        self.chargers = [  # charging ones spread evenly: charger i charges when floor((i+1)f) > floor(if)
+            LightCharger(self, cfg.id_pattern.format(n=cfg.first_index + i), int((i + 1) * f) > int(i * f))
+            for i in range(cfg.chargers)
         ]
         self._index = {c.cid: i for i, c in enumerate(self.chargers)}
         self.go = asyncio.Event()
@@ -541,8 +578,9 @@ class LightLoad:
         if self._ready >= len(self.chargers):
             self._all_ready.set()
 
-    def phase(self, charger: LightCharger) -> float:
-        return self._t_loop0 + self.cfg.meter_interval_s * self._index[charger.cid] / len(self.chargers)
+    def phase(self, charger: LightCharger, period: float | None = None) -> float:
+        period = self.cfg.meter_interval_s if period is None else period
+        return self._t_loop0 + period * self._index[charger.cid] / len(self.chargers)
 
     def online(self) -> int:
         return sum(1 for c in self.chargers if c.online)

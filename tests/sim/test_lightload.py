@@ -144,6 +144,36 @@ async def test_reconnects_boot_again_and_continue_the_transaction(csms: CsmsDoub
         assert len(tx_ids) == 1
 
 
+async def test_charging_fraction_leaves_the_others_idle_and_heartbeating(csms: CsmsDouble) -> None:
+    cfg = _config(
+        csms.url, chargers=4, closed_loop=False, meter_interval_s=0.2, duration_s=1.0,
+        charging_fraction=0.5, heartbeat_interval_s=0.2,
+    )  # fmt: skip
+    fleet = LightLoad(cfg)
+    report = await fleet.run()
+
+    assert report["errors"] == 0 and report["connections"]["held_at_end"] == 4
+    charging = {m.cp_id for m in csms.messages("StartTransaction")}
+    assert charging == {"LOAD-00002", "LOAD-00004"}  # every second charger, spread evenly
+    assert report["transactions"]["started"] == 2
+    for idle in ("LOAD-00001", "LOAD-00003"):
+        assert not csms.messages("MeterValues", idle)
+        assert len(csms.messages("Heartbeat", idle)) >= 2
+    for busy in charging:
+        assert len(csms.messages("MeterValues", busy)) >= 2 and not csms.messages("Heartbeat", busy)
+    assert report["calls"]["by_action"]["Heartbeat"]["count"] == len(csms.messages("Heartbeat"))
+
+
+async def test_idle_chargers_heartbeat_at_the_interval_of_the_boot_answer(csms: CsmsDouble) -> None:
+    csms.config.heartbeat_interval = 1  # the interval in the double's BootNotification answer
+    fleet = LightLoad(_config(csms.url, chargers=2, closed_loop=False, duration_s=1.6, charging_fraction=0.0))
+    await fleet.run()
+
+    assert not csms.messages("StartTransaction")
+    assert all(c.heartbeat_s == 1.0 for c in fleet.chargers)
+    assert 2 <= len(csms.messages("Heartbeat")) <= 6
+
+
 def test_cli_closed_loop(csms_thread_url: str, tmp_path: Path) -> None:
     out = tmp_path / "closed.json"
     args = ["load", "--csms", csms_thread_url, "--closed-loop", "--chargers", "3", "--ramp", "0.1"]
