@@ -41,6 +41,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 from chargepoint_sim.clock import Clock, iso
 from chargepoint_sim.hardware import ConnectorHardware, SimulatedConnector
 from chargepoint_sim.physics import ChargerSpec, EVModel, ev_from_spec
+from chargepoint_sim.refusal import refusal_reason
 from chargepoint_sim.rpc import CallError, ConnectionLost, OcppConnection, Reply, Stats
 
 log = logging.getLogger("chargepoint_sim")
@@ -272,7 +273,8 @@ class ChargePoint:
             conn.hw.subscribe(self._make_listener(conn))
             self.connectors[cid] = conn
         # connection state
-        self.state = "stopped"  # stopped/connecting/booting/pending/rejected/accepted/offline/rebooting
+        # stopped/connecting/booting/pending/rejected/accepted/offline/rebooting/disconnected/refused
+        self.state = "stopped"
         self.registration: str | None = None
         self.conn: OcppConnection | None = None
         self.boot_count = 0
@@ -630,8 +632,11 @@ class ChargePoint:
                 )
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
                 self.stats.connect_failures += 1
-                self.last_error = f"connect: {e}"
-                self.state = "disconnected"
+                refusal = refusal_reason(e)  # answered 401 & co.: say so, not just "disconnected"
+                if refusal is not None and refusal != self.last_error:
+                    log.info("%s: %s", self.id, refusal)  # chargepoint-sim run prints it
+                self.last_error = refusal or f"connect: {e}"
+                self.state = "disconnected" if refusal is None else "refused"
                 self._pulse()
                 if isinstance(e, InvalidURI):
                     raise

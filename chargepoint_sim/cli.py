@@ -51,9 +51,13 @@ def _check_url(url: str) -> str:
 
 
 def _state_style(state: str) -> str:
-    return {"accepted": "green", "pending": "yellow", "rejected": "red", "offline": "magenta"}.get(
-        state, "dim"
-    )
+    return {
+        "accepted": "green",
+        "pending": "yellow",
+        "rejected": "red",
+        "refused": "bold red",
+        "offline": "magenta",
+    }.get(state, "dim")
 
 
 def _status_style(status: str) -> str:
@@ -282,14 +286,26 @@ async def _run_fleet(scen: Scenario, url: str, auto_charge: bool, id_tag: str, e
     title = f"chargepoint-sim · {scen.name} → {url}"
     loop = asyncio.get_running_loop()
     t_end = loop.time() + scen.duration if scen.duration else None
+    refusals: dict[str, str] = {}
+
+    def note_refusals() -> None:
+        """A charger the central system refuses (401...) is said so, once per reason, in both modes."""
+        for cp in cps:
+            if cp.state == "refused" and cp.last_error and refusals.get(cp.id) != cp.last_error:
+                refusals[cp.id] = cp.last_error
+                note(f"{cp.id}: [red]{cp.last_error}[/]")
+
     try:
         if live:
             with Live(render_table(cps, title, events), console=console, refresh_per_second=2) as view:
                 while t_end is None or loop.time() < t_end:
                     await asyncio.sleep(0.5)
+                    note_refusals()
                     view.update(render_table(cps, title, events))
         else:
-            await asyncio.sleep(t_end - loop.time() if t_end is not None else float("inf"))
+            while t_end is None or loop.time() < t_end:
+                await asyncio.sleep(0.5 if t_end is None else max(0.0, min(0.5, t_end - loop.time())))
+                note_refusals()
     except asyncio.CancelledError:
         pass
     finally:
