@@ -18,6 +18,8 @@ from csms.api import chargers, docs_pages, id_tags, payers, problems, sessions, 
 from csms.charging.plausibility import REASONS, Limits
 from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
+from csms.cluster.link import ClusterError
+from csms.cluster.wiring import Cluster
 from csms.db.engine import create_engine, create_session_factory, create_writer_engine, dispose
 from csms.db.migrate import current_revision, head_revision, upgrade_to_head_async
 from csms.db.writer import GroupCommitWriter
@@ -100,11 +102,19 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             clock_tolerance_s=settings.clock_tolerance_s,
         ),
     )
-    registry = ConnectionRegistry()
     verifier = PasswordVerifier(data_secret(settings.data_dir, PASSWORD_CHECK_KEY_FILE))
+    cluster: Cluster | None = None
+    registry: ConnectionRegistry
+    events: SessionEventLog
+    if settings.cluster_mode:
+        assert settings.nats_url is not None
+        cluster = Cluster(settings.nats_url, settings.cluster_name, settings.cluster_lease_s)
+        registry = cluster.registry(settings.ocpp_call_timeout_s)
+        events = cluster.event_log(sessionmaker)
+    else:
+        registry = ConnectionRegistry()
+        events = SessionEventLog(sessionmaker)
     context = OcppContext(settings, service, registry, verifier)
-
-    events = SessionEventLog(sessionmaker)
     service.events = events
 
     @asynccontextmanager
@@ -115,7 +125,16 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             await engine.dispose()
             await dispose(writer_engine)
             raise
-        await service.reset_connections()
+        if cluster is None:
+            await service.reset_connections()  # in a cluster, other processes hold connections
+        else:
+            try:
+                await cluster.join()
+            except ClusterError as exc:
+                await engine.dispose()
+                await dispose(writer_engine)
+                raise StartupError(f"CSMS_NATS_URL: {exc}") from None
+            app.state.banner.append(f"  Cluster            {cluster.describe()}")
         await writer.start()
         node: LightningNode = await open_lightning(settings)
         settlement = SettlementEngine(
@@ -131,7 +150,11 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
         app.state.lightning = node
         app.state.settlement = settlement
         app.state.banner.extend(node.description)
-        await settlement.start()
+        if cluster is None:
+            await settlement.start()
+        else:  # chargers' settlements are loaded as they are claimed; the leader follows the stream
+            await settlement.start(owned_only=True, follow_payments=False)
+            cluster.attach(settlement, service)
 
         async def flush_last_seen() -> None:
             while True:
@@ -151,8 +174,12 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             collections.cancel()
             collector.stop()
             await service.flush_last_seen(registry.last_seen())
+            if cluster is not None:
+                await cluster.leave_leadership()
             await settlement.stop()
             await registry.close_all()
+            if cluster is not None:
+                await cluster.leave()
             await writer.close()
             await node.close()
             await engine.dispose()
@@ -175,6 +202,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.verifier = verifier
     app.state.events = events
+    app.state.cluster = cluster
     app.state.banner = []
     problems.install(app)
     docs_pages.install(app)
@@ -204,6 +232,8 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
                 "consecutive_failures": health.consecutive_failures,
                 "last_error": health.last_error,
             }
+        if cluster is not None:
+            checks["cluster"] = await cluster.health()
         ok = checks["database"] == "ok"
         degraded = not ok or (node is not None and not node.backend.health.reachable)
         return JSONResponse(

@@ -258,8 +258,8 @@ class Settings(BaseSettings):
             raise ValueError("CSMS_NATS_URL: each server must be nats://host:port or tls://host:port")
         if self.is_sqlite:
             raise ValueError(
-                "CSMS_NATS_URL (cluster mode) needs PostgreSQL: set CSMS_DATABASE_URL=postgresql+asyncpg://... "
-                "(SQLite is for one process on one machine)"
+                "CSMS_NATS_URL (cluster mode) needs PostgreSQL: set "
+                "CSMS_DATABASE_URL=postgresql+asyncpg://... (SQLite is for one process on one machine)"
             )
         if self.lightning_backend != "lnd":
             raise ValueError(

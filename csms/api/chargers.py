@@ -39,7 +39,7 @@ from csms.charging import commands as cmd
 from csms.charging import control
 from csms.charging.service import ChargingService
 from csms.db.models import Charger, Connector, TariffRow
-from csms.ocpp.registry import ConnectionRegistry
+from csms.ocpp.registry import ConnectionRegistry, Whereabouts
 from csms.security import (
     CHARGER_PASSWORD_MAX,
     CHARGER_PASSWORD_MIN,
@@ -61,9 +61,16 @@ Service = Annotated[ChargingService, Depends(service_of)]
 Registry = Annotated[ConnectionRegistry, Depends(registry_of)]
 
 
-def charger_out(charger: Charger, connectors: list[Connector], registry: ConnectionRegistry) -> ChargerOut:
+def charger_out(
+    charger: Charger,
+    connectors: list[Connector],
+    registry: ConnectionRegistry,
+    where: Whereabouts | None = None,
+) -> ChargerOut:
+    """The charger as the API shows it. ``where``: where the cluster holds it (one process: here)."""
     live = registry.get(charger.id)
-    if live is not None:
+    elsewhere = where is not None and where.process_id not in (None, registry.process_id)
+    if live is not None or (elsewhere and where is not None and where.connected):
         state = "connected"
     elif charger.connected_at is None:
         state = "never_connected"
@@ -79,6 +86,7 @@ def charger_out(charger: Charger, connectors: list[Connector], registry: Connect
         lenient=charger.lenient,
         connection_state=state,
         protocol=live.version if live is not None else charger.protocol,
+        owner=where.process_id if where is not None else registry.process_id if live is not None else None,
         vendor=charger.vendor,
         model=charger.model,
         serial_number=charger.serial_number,
@@ -159,7 +167,7 @@ async def list_chargers(service: Service, registry: Registry) -> list[ChargerOut
 @router.get("/{charger_id}", response_model=ChargerOut, summary="Show one charger", responses=errors(404))
 async def get_charger(charger_id: str, service: Service, registry: Registry) -> ChargerOut:
     charger, connectors = await _load(service, charger_id)
-    return charger_out(charger, connectors, registry)
+    return charger_out(charger, connectors, registry, await registry.whereabouts(charger_id))
 
 
 @router.patch(
@@ -319,10 +327,10 @@ async def change_password(
     satwatt stores the new password's hash only when the charger answers Accepted; otherwise the old
     password stays. The charger uses the new password from its next connection."""
     await _load(service, charger_id)
-    connection = registry.get(charger_id)
-    if connection is None:
+    where = await registry.whereabouts(charger_id)
+    if where is None or not where.connected or where.protocol is None:
         raise Problem(409, "Command failed", f"charger {charger_id} is not connected", reason="not_connected")
-    version = connection.version
+    version = where.protocol
     password = body.password if body is not None and body.password is not None else None
     if password is not None and len(password) > CHARGER_PASSWORD_MAX[version]:
         raise Problem(

@@ -105,6 +105,11 @@ class ChargerOut(BaseModel):
     tariff_id: str | None
     created_at: datetime
     connectors: list[ConnectorOut]
+    owner: str | None = Field(
+        default=None,
+        description="The satwatt process that holds the charger and owns its sessions (its id in a "
+        "cluster; null in one process, or when no live process holds it).",
+    )
 
 
 class MeterPoint(BaseModel):

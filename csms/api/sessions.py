@@ -38,6 +38,7 @@ router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 Service = Annotated[ChargingService, Depends(service_of)]
 Registry = Annotated[ConnectionRegistry, Depends(registry_of)]
 Caller = Annotated[Principal, Depends(caller_of)]
+OWNER_TIMEOUT_S = 30.0  # cluster mode: a request to the process that holds the charger
 
 STATES = ("pending", "awaiting_payment", "charging", "suspended", "awaiting_payment_final", "ended")
 State = Literal["pending", "awaiting_payment", "charging", "suspended", "awaiting_payment_final", "ended"]
@@ -164,6 +165,21 @@ async def _visible(
     return session, settlement
 
 
+async def _owned_here(registry: ConnectionRegistry, charger_id: str) -> bool:
+    """Whether this process holds the charger's sessions (always, but in cluster mode)."""
+    where = await registry.whereabouts(charger_id)
+    return where is None or where.process_id in (None, registry.process_id)
+
+
+async def _on_owner(registry: ConnectionRegistry, charger_id: str, verb: str, payload: dict[str, Any]) -> Any:
+    """Cluster mode: have the process that owns the charger do ``verb``; its failure as a problem."""
+    try:
+        return await registry.to_owner(charger_id, verb, payload, OWNER_TIMEOUT_S)
+    except cmd.CommandFailed as exc:
+        title = "Charger offline" if exc.reason == "not_connected" else "Request failed"
+        raise Problem(FAILURE_STATUS.get(exc.reason, 502), title, str(exc), reason=exc.reason) from None
+
+
 def _engine(request: Request) -> SettlementEngine:
     engine: SettlementEngine | None = getattr(request.app.state, "settlement", None)
     if engine is None:
@@ -194,7 +210,8 @@ async def start_session(
         )
     if charger is None:
         raise Problem(404, "Charger not found", f"no charger with id {body.charger_id!r}")
-    if registry.get(body.charger_id) is None:
+    where = await registry.whereabouts(body.charger_id)
+    if where is None or not where.connected:
         raise Problem(
             409, "Charger offline", f"charger {body.charger_id} is not connected", reason="not_connected"
         )
@@ -203,24 +220,32 @@ async def start_session(
             409, "Connector busy", f"connector {body.connector_id} has a session in progress", reason="busy"
         )
     token = new_token("st_")
-    session = await _engine(request).open_walk_up(body.charger_id, body.connector_id, token)
+    if where.process_id in (None, registry.process_id):
+        number = (await _engine(request).open_walk_up(body.charger_id, body.connector_id, token)).number
+    else:  # cluster mode: the process holding the charger sells the session
+        number = await _on_owner(
+            registry,
+            body.charger_id,
+            "walk_up",
+            {"charger": body.charger_id, "connector": body.connector_id, "token": token},
+        )
     async with service.db() as db:
-        session_row = await db.get(ChargingSession, session.number)
-        settlement = await db.get(Settlement, session.number)
+        session_row = await db.get(ChargingSession, number)
+        settlement = await db.get(Settlement, number)
         first = await db.scalar(
             select(LightningInvoice)
-            .where(LightningInvoice.session_number == session.number)
+            .where(LightningInvoice.session_number == number)
             .order_by(LightningInvoice.seq)
             .limit(1)
         )
     assert session_row is not None
-    response.headers["Location"] = f"/api/v1/sessions/{session.id}"
+    response.headers["Location"] = f"/api/v1/sessions/{session_row.id}"
     out = session_out(session_row, settlement)
     return WalkUpCreated(
         **out.model_dump(),
         token=token,
         invoice=invoice_out(first) if first is not None and first.bolt11 else None,
-        events_url=f"/api/v1/sessions/{session.id}/events",
+        events_url=f"/api/v1/sessions/{session_row.id}/events",
     )
 
 
@@ -308,7 +333,9 @@ async def stop_session(
     session, settlement = await _visible(service, caller, session_id)
     if session.ended_at is not None:
         raise Problem(409, "Session not running", f"session {session_id} has ended")
-    if session.ocpp_transaction_id is None:  # paid for but not started yet: call it off
+    if session.ocpp_transaction_id is None and not await _owned_here(registry, session.charger_id):
+        await _on_owner(registry, session.charger_id, "stop_pending", {"session": session.id})
+    elif session.ocpp_transaction_id is None:  # paid for but not started yet: call it off
         if settlement is not None:
             at = datetime.now(UTC)
             await _engine(request).advance(session.number, lambda s: record_transaction_ended(s, at))

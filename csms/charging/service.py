@@ -339,6 +339,14 @@ class ChargingService:
         )
         await self.writer.commit(unit)
 
+    def forget(self, charger_id: str) -> None:
+        """Another process of the cluster took the charger over: drop its state here (the new owner
+        loads it from the log once this process's writes for it have committed)."""
+        live = self._live.pop(charger_id, None)
+        if live is not None:
+            for session in live.sessions():
+                self._start_deadlines.pop(session.number, None)
+
     async def charger_disconnected(self, charger_id: str, last_message_at: datetime | None) -> None:
         self._live.pop(charger_id, None)
         unit = Unit()

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from csms.charging.commands import ChargerNotConnected, Command, CommandResult
 from csms.ocpp.adapter import ProtocolAdapter
@@ -33,14 +34,40 @@ class ChargerConnection:
     last_message_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+@dataclass(frozen=True)
+class Whereabouts:
+    """Where a charger is held: by which process (None: this one, or nobody), whether its websocket is
+    open there, and its OCPP version."""
+
+    process_id: str | None
+    connected: bool
+    protocol: str | None
+
+
 class ConnectionRegistry:
-    """charger id -> its one live connection; the newest connection for an id wins."""
+    """charger id -> its one live connection; the newest connection for an id wins.
+
+    In cluster mode :class:`csms.cluster.registry.ClusterRegistry` extends it so that commands reach a
+    charger held by another process."""
+
+    process_id: str | None = None  # this process's id in a cluster
 
     def __init__(self) -> None:
         self._connections: dict[str, ChargerConnection] = {}
 
     def get(self, charger_id: str) -> ChargerConnection | None:
         return self._connections.get(charger_id)
+
+    async def whereabouts(self, charger_id: str) -> Whereabouts | None:
+        """Where the charger is connected (in one process: here, or nowhere)."""
+        connection = self._connections.get(charger_id)
+        if connection is None:
+            return None
+        return Whereabouts(self.process_id, True, connection.version)
+
+    async def to_owner(self, charger_id: str, verb: str, payload: dict[str, Any], timeout_s: float) -> Any:
+        """Have the process that owns the charger do ``verb`` (cluster mode); one process owns all."""
+        raise ChargerNotConnected(charger_id)
 
     def __len__(self) -> int:
         return len(self._connections)

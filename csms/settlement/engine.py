@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -170,6 +170,15 @@ def _projected_power(state: SessionSettlement, sampled_w: int) -> int:
     return max(sampled_w, state.power_w) if suspended or resuming else sampled_w
 
 
+class PaymentDelivery(Protocol):
+    async def __call__(self, charger_id: str, invoice: NodeInvoice) -> None:
+        """Have the owner of ``charger_id`` credit ``invoice`` (cluster mode: csms.cluster.payments)."""
+
+
+class NotOwner(Exception):
+    """The session's charger is owned by another process of the cluster."""
+
+
 @dataclass
 class _Open:
     """An open settlement: the policy's state and the tariff it was sold under."""
@@ -233,6 +242,12 @@ class SettlementEngine:
         self._cursor_lock = asyncio.Lock()
         self.stream_connected = asyncio.Event()
         self.metrics = SettlementMetrics()
+        # cluster mode: whether this process owns a charger (and so its sessions' settlement), and where
+        # a payment for a session owned elsewhere goes (csms.cluster.payments)
+        self.owns: Callable[[str], bool] = lambda _charger_id: True
+        self.deliver: PaymentDelivery | None = None
+        self._released: set[int] = set()  # sessions handed to another process: their actions are theirs
+        self._follower: asyncio.Task[None] | None = None
         self._invoice_arrived: dict[str, Arrival] = {}  # invoice key -> the fact that decided it
         self._resume_arrived: dict[int, float] = {}  # session -> the settle event that resumes it
         insert_for = sqlite_insert if writer.engine.dialect.name == "sqlite" else postgresql_insert
@@ -251,33 +266,61 @@ class SettlementEngine:
         service.cost_of = self.cost_msat
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
+    async def start(self, *, owned_only: bool = False, follow_payments: bool = True) -> None:
+        """Load the open settlements (every one; with ``owned_only``, none: a process in a cluster loads
+        those of each charger it comes to own, see :meth:`adopt`), redo their pending actions, and tick.
+        With ``follow_payments`` the node's invoice stream is followed now (in a cluster, by the leader
+        only: :meth:`follow_payments`)."""
         await self.ensure_default_tariff()
+        if not owned_only:
+            await self._load_open()
+            pending = await self._load_outbox()
+            for number in pending:
+                self._spawn(self._drain(number))
+        self._loops = [asyncio.create_task(self._ticker(), name="settlement-ticker")]
+        if follow_payments:
+            await self.follow_payments()
+        log.info("settlement engine started: %d open sessions", len(self._open))
+
+    async def _load_open(self, charger_id: str | None = None) -> list[int]:
+        """Open settlements from the log into memory (all, or one charger's); their numbers."""
+        query = (
+            select(Settlement, ChargingSession.charger_id, ChargingSession.connector_id)
+            .join(ChargingSession, ChargingSession.number == Settlement.session_number)
+            .where(Settlement.closed.is_(False))
+        )
+        if charger_id is not None:
+            query = query.where(ChargingSession.charger_id == charger_id)
+        loaded: list[int] = []
         async with self.db() as db:
-            for row, charger_id, connector_id in await db.execute(
-                select(Settlement, ChargingSession.charger_id, ChargingSession.connector_id)
-                .join(ChargingSession, ChargingSession.number == Settlement.session_number)
-                .where(Settlement.closed.is_(False))
-            ):
-                self._open[row.session_number] = _Open(
+            for row, charger, connector_id in await db.execute(query):
+                entry = _Open(
                     SessionSettlement.from_dict(row.state),
                     Tariff.from_dict(row.tariff),
-                    charger_id=charger_id,
+                    charger_id=charger,
                     connector_id=connector_id,
                 )
+                self._open[row.session_number] = entry
+                self._released.discard(row.session_number)
+                loaded.append(row.session_number)
+                for open_invoice in entry.state.invoices:
+                    self._by_payment_hash[self.payment_hash(open_invoice.key)] = (
+                        row.session_number,
+                        open_invoice.key,
+                    )
+                requested = entry.state.remote_start_requested_at
+                if requested is not None and entry.state.transaction_started_at is None:
+                    deadline = requested + self.service.remote_start_timeout
+                    self.service.expect_start(row.session_number, deadline)
+        return loaded
+
+    async def follow_payments(self) -> None:
+        """Follow the node's invoice stream from the persisted cursor, and reconcile open invoices."""
+        async with self.db() as db:
             cursor = await db.get(LightningCursor, CURSOR_NAME)
-            if cursor is not None:
-                self.cursor = InvoiceCursor(cursor.add_index, cursor.settle_index)
-        for number, entry in self._open.items():
-            for open_invoice in entry.state.invoices:
-                self._by_payment_hash[self.payment_hash(open_invoice.key)] = (number, open_invoice.key)
-        pending = await self._load_outbox()
-        timeout = self.service.remote_start_timeout
-        for number, entry in self._open.items():
-            requested = entry.state.remote_start_requested_at
-            if requested is not None and entry.state.transaction_started_at is None:
-                self.service.expect_start(number, requested + timeout)
-        if cursor is None:
+        if cursor is not None:
+            self.cursor = InvoiceCursor(cursor.add_index, cursor.settle_index)
+        else:
             # First start against this node: skip its history (other applications' invoices); every
             # invoice satwatt makes from now on comes after this cursor.
             try:
@@ -287,16 +330,57 @@ class SettlementEngine:
                 log.warning(
                     "cannot read the node's invoice indexes yet (%s); starting from the beginning", exc
                 )
-        self._loops = [
-            asyncio.create_task(self._payments(), name="settlement-payments"),
-            asyncio.create_task(self._ticker(), name="settlement-ticker"),
-        ]
+        self._follower = asyncio.create_task(self._payments(), name="settlement-payments")
         self._spawn(self.reconcile())
-        for number in pending:
-            self._spawn(self._drain(number))
-        log.info("settlement engine started: %d open sessions", len(self._open))
+
+    async def stop_following_payments(self) -> None:
+        """Stop following the invoice stream (in a cluster: another process leads now)."""
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await follower
+        self.stream_connected.clear()
+
+    @property
+    def follows_payments(self) -> bool:
+        return self._follower is not None
+
+    # ------------------------------------------------------------------ ownership (cluster mode)
+    async def adopt(self, charger_id: str) -> None:
+        """This process now owns ``charger_id``: load its sessions' settlement and redo their pending
+        actions (the previous owner let its writes commit before letting go)."""
+        numbers = await self._load_open(charger_id)
+        for number in numbers:
+            if await self._load_outbox(number):
+                self._spawn(self._drain(number))
+        if numbers:
+            log.info("%s: took over %d open settlements", charger_id, len(numbers))
+
+    async def release(self, charger_id: str) -> None:
+        """Another process takes ``charger_id`` over: finish what is under way for its sessions, let the
+        writes commit, and forget them here."""
+        numbers = {n for n, entry in self._open.items() if entry.charger_id == charger_id}
+        self._released.update(numbers)
+        for _ in range(3):
+            running = [f for (n, _lane), f in self._draining.items() if n in numbers]
+            if running:
+                await asyncio.wait(running, timeout=10)
+            await self.writer.barrier()
+            if not any(n in numbers for n, _lane in self._draining):
+                break
+        for number in numbers:
+            entry = self._open.pop(number, None)
+            if entry is not None:
+                for known in entry.state.invoices:
+                    self._by_payment_hash.pop(self.payment_hash(known.key), None)
+            self._resume_arrived.pop(number, None)
+            for lane in ("node", "charger"):
+                self._queued.pop((number, lane), None)
+                self._retry_at.pop((number, lane), None)
 
     async def stop(self) -> None:
+        await self.stop_following_payments()
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         for task in [*self._loops, *self._tasks]:
@@ -528,9 +612,18 @@ class SettlementEngine:
         if entry is None:  # closed (or never sold): its last state may still be on its way to the log
             await self.writer.barrier()
             async with self.db() as db:
-                row = await db.get(Settlement, number)
-            if row is None:
+                found = (
+                    await db.execute(
+                        select(Settlement, ChargingSession.charger_id)
+                        .join(ChargingSession, ChargingSession.number == Settlement.session_number)
+                        .where(Settlement.session_number == number)
+                    )
+                ).first()
+            if found is None:
                 return None
+            row, charger_id = found
+            if not row.closed and not self.owns(charger_id):
+                raise NotOwner(charger_id)
             entry = self._open.get(number) or _Open(
                 SessionSettlement.from_dict(row.state), Tariff.from_dict(row.tariff)
             )
@@ -613,6 +706,7 @@ class SettlementEngine:
     def _enqueue(self, actions: list[_Action]) -> None:
         """Committed decisions join their session's lanes (in memory; the outbox has them too), and the
         lanes are drained."""
+        actions = [a for a in actions if a.session_number not in self._released]
         self._queue_actions(actions)
         for number, lane in {(a.session_number, self._lane(a.kind)) for a in actions}:
             self._spawn(self._drain_lane(number, lane))
@@ -647,6 +741,8 @@ class SettlementEngine:
 
     async def _drain_lane(self, number: int, lane: str) -> None:
         key = (number, lane)
+        if number in self._released:
+            return  # handed over: its new owner carries its actions out
         running = self._draining.get(key)
         if running is not None:  # the running drain takes what was queued meanwhile: wait for it
             await asyncio.shield(running)
@@ -851,9 +947,13 @@ class SettlementEngine:
         SessionEventLog.stage(unit, number, "stopping", {"reason": reason}, self.clock())
 
     # ------------------------------------------------------------------ payments
-    async def on_payment(self, invoice: NodeInvoice, *, arrived: float | None = None) -> None:
+    async def on_payment(
+        self, invoice: NodeInvoice, *, arrived: float | None = None, forwarded: bool = False
+    ) -> None:
         """The node settled an invoice; credit it to its session once. ``arrived``: when the settle
-        event was read from the invoice stream (monotonic_now), for the resume latency."""
+        event was read from the invoice stream (monotonic_now), for the resume latency. In a cluster, a
+        payment for a session whose charger another process owns goes to that owner; ``forwarded``: it
+        came from another process, which must look again if this one no longer owns the charger."""
         if invoice.state is not InvoiceState.SETTLED:
             return
         payment_hash = invoice.payment_hash_hex
@@ -865,11 +965,21 @@ class SettlementEngine:
         if known is None or ours is None:  # a settled session's (or none of ours): ask the log
             await self.writer.barrier()
             async with self.db() as db:
-                row = await db.scalar(
-                    select(LightningInvoice).where(LightningInvoice.payment_hash == payment_hash)
-                )
-            if row is None or row.status == "paid":
+                found = (
+                    await db.execute(
+                        select(LightningInvoice, ChargingSession.charger_id)
+                        .join(ChargingSession, ChargingSession.number == LightningInvoice.session_number)
+                        .where(LightningInvoice.payment_hash == payment_hash)
+                    )
+                ).first()
+            if found is None or found[0].status == "paid":
                 return  # not one of ours, or already credited
+            row, charger_id = found
+            if not self.owns(charger_id):
+                if forwarded or self.deliver is None:
+                    raise NotOwner(charger_id)
+                await self.deliver(charger_id, invoice)
+                return
             number, key, amount_msat, energy_wh = row.session_number, row.key, row.amount_msat, row.energy_wh
         elif ours.status is InvoiceStatus.PAID:
             return  # already credited (the stream and a reconciliation raced)
