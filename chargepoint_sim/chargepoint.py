@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import websockets
 from websockets.exceptions import InvalidHandshake, InvalidURI
@@ -46,7 +46,7 @@ from chargepoint_sim.rpc import CallError, ConnectionLost, OcppConnection, Reply
 
 log = logging.getLogger("chargepoint_sim")
 
-Protocol = Literal["1.6", "2.0.1"]
+OcppVersion = Literal["1.6", "2.0.1"]
 PROTOCOLS: tuple[str, ...] = ("1.6", "2.0.1")
 
 QUIRKS: dict[str, str] = {
@@ -229,6 +229,24 @@ class Outgoing:
     result: asyncio.Future[dict[str, Any]] | None = None
     payload: dict[str, Any] | None = None  # built once, so retries and replays are identical
     attempts: int = 0
+    key: int | None = None  # its row in the journal (a charge point with a durable outbox)
+
+
+class OutboxJournal(Protocol):
+    """Where a charge point with a durable outbox (the firmware shim) writes transaction messages before
+    they are sent, and the transactions they belong to; the simulator has none (its outbox is memory)."""
+
+    def append(self, action: str, payload: dict[str, Any], tx: Transaction | None) -> int:
+        """Store a message (and the current state of its transaction); returns its key."""
+        ...
+
+    def done(self, key: int) -> None:
+        """The message was answered (or given up on): never send it again."""
+        ...
+
+    def set_csms_tx_id(self, local_id: int, csms_id: int) -> None:
+        """1.6: the central system's transactionId of a local transaction."""
+        ...
 
 
 @dataclass
@@ -302,6 +320,8 @@ class ChargePoint:
         self._meter_wake = asyncio.Event()
         self._station_profile_store: list[Profile] = []
         self.lock_meter_interval = False  # load tests: refuse the CSMS's meter interval changes
+        self.journal: OutboxJournal | None = None  # durable outbox (the firmware shim); None: memory only
+        self._csms_tx_ids: dict[int, int] = {}  # 1.6: local transaction id -> the CSMS's transactionId
         self._init_config()
 
     # ============================================================ version hooks (subclasses)
@@ -840,11 +860,27 @@ class ChargePoint:
         persistent: bool = False,
         on_result: Callable[[dict[str, Any]], None] | None = None,
         want_result: bool = False,
+        tx: Transaction | None = None,
     ) -> asyncio.Future[dict[str, Any]] | None:
         """Queue a message.  Transient messages are dropped while offline; persistent (transaction)
-        messages wait and are replayed in order."""
+        messages wait and are replayed in order.  A persistent message is a complete payload apart from
+        what :meth:`_resolve` adds when it is sent (1.6: the CSMS's transactionId of ``tx``); with a
+        journal it is written there before it is queued."""
         if not persistent and not self.online:
             return None
+        key: int | None = None
+        if persistent:
+            template = build() if callable(build) else build
+            if template is None:
+                return None
+            local_id = tx.local_id if tx is not None else None
+            if self.journal is not None:
+                key = self.journal.append(action, template, tx)
+
+            def resolved() -> dict[str, Any] | None:
+                return self._resolve(action, template, local_id)
+
+            build = resolved
         builder: Callable[[], dict[str, Any] | None]
         if isinstance(build, dict):
             fixed = build
@@ -856,10 +892,23 @@ class ChargePoint:
         fut: asyncio.Future[dict[str, Any]] | None = None
         if want_result:
             fut = asyncio.get_running_loop().create_future()
-        self.outbox.append(Outgoing(action, builder, persistent, on_result, fut))
+        self.outbox.append(Outgoing(action, builder, persistent, on_result, fut, key=key))
         self._outbox_wake.set()
         self._pulse()
         return fut
+
+    def _resolve(self, action: str, payload: dict[str, Any], local_id: int | None) -> dict[str, Any] | None:
+        """The payload of a queued transaction message as it is sent (None: drop it)."""
+        return payload
+
+    def _remember_csms_tx_id(self, local_id: int, csms_id: int) -> None:
+        self._csms_tx_ids[local_id] = csms_id
+        if self.journal is not None:
+            self.journal.set_csms_tx_id(local_id, csms_id)
+
+    def _outbox_item_done(self, item: Outgoing) -> None:
+        if item.key is not None and self.journal is not None:
+            self.journal.done(item.key)
 
     async def _outbox_loop(self, conn: OcppConnection) -> None:
         while True:
@@ -872,6 +921,7 @@ class ChargePoint:
                 item.payload = item.build()
                 if item.payload is None:
                     self.outbox.popleft()
+                    self._outbox_item_done(item)
                     continue
             try:
                 result = await self._call(conn, item.action, item.payload)
@@ -883,6 +933,7 @@ class ChargePoint:
                     await asyncio.sleep(self.options.message_retry_s * item.attempts)
                     continue
                 self.outbox.popleft()
+                self._outbox_item_done(item)
                 if item.result is not None and not item.result.done():
                     item.result.set_exception(e)
                 self._pulse()
@@ -893,6 +944,7 @@ class ChargePoint:
                     item.on_result(result)
                 except Exception:
                     log.exception("%s: handling the result of %s failed", self.id, item.action)
+            self._outbox_item_done(item)  # after on_result: a 1.6 transactionId is journalled first
             if item.result is not None and not item.result.done():
                 item.result.set_result(result)
             self._pulse()
@@ -969,7 +1021,7 @@ class ChargePoint:
             id_tag=auth.id_tag if auth else None,
             meter_start_wh=int(conn.energy_wh()),
             started_at=self.clock.epoch(),
-            local_id=next(ChargePoint._tx_seq),
+            local_id=self._new_local_id(),
             remote_start_id=auth.remote_start_id if auth else None,
             authorized=auth is not None,
             id_type=auth.id_type if auth else "ISO14443",
@@ -986,6 +1038,9 @@ class ChargePoint:
         trigger = "CablePluggedIn" if auth is None else ("RemoteStart" if auth.remote else "Authorized")
         self._on_tx_started(conn, tx, trigger)
         self._pulse()
+
+    def _new_local_id(self) -> int:
+        return next(ChargePoint._tx_seq)
 
     def _install_auth_profile(self, conn: Connector, auth: Authorization) -> None:
         if auth.profile is not None:

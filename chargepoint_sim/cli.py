@@ -30,6 +30,7 @@ from chargepoint_sim.scenario import (
     load_scenario,
     run_timeline,
 )
+from chargepoint_sim.shim.cli import shim as shim_command
 
 app = typer.Typer(
     help="Simulated OCPP 1.6J / 2.0.1 charge points for satwatt (or any central system), and a load "
@@ -489,6 +490,9 @@ async def _light(cfg: LightConfig, show: bool) -> dict[str, Any]:
 
     with bar:
         return await fleet.run(on_progress)
+
+
+app.command(name="shim")(shim_command)  # the firmware shim on a charger's node board
 
 
 def main() -> None:

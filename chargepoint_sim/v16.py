@@ -200,6 +200,7 @@ class ChargePoint16(ChargePoint):
         def on_result(result: dict[str, Any]) -> None:
             tx.csms_id = int(result["transactionId"])
             tx.tx_id = str(tx.csms_id)
+            self._remember_csms_tx_id(tx.local_id, tx.csms_id)
             status = str(result.get("idTagInfo", {}).get("status", "Accepted"))
             tx.id_tag_status = status
             self._apply_limit(conn)  # a TxProfile bound to this transaction id may now apply
@@ -207,41 +208,46 @@ class ChargePoint16(ChargePoint):
                 self._spawn(self.stop_charging(conn.id, "DeAuthorized"))
             self._pulse()
 
-        self._post("StartTransaction", payload, persistent=True, on_result=on_result)
+        self._post("StartTransaction", payload, persistent=True, on_result=on_result, tx=tx)
 
     def _on_tx_sample(self, conn: Connector, tx: Transaction | None, trigger: str) -> None:
         context = "Trigger" if trigger == "Trigger" else "Sample.Periodic"
         mv = self._meter_value(conn, context, self._measurands("MeterValuesSampledData"))
         with_tx = tx is not None and "meter_values_without_tx_id" not in self.faults.quirks
-
-        def build() -> dict[str, Any] | None:
-            p: dict[str, Any] = {"connectorId": conn.id, "meterValue": [mv]}
-            if with_tx and tx is not None and tx.csms_id is not None:
-                p["transactionId"] = tx.csms_id
-            return p
-
-        self._post("MeterValues", build, persistent=tx is not None)
+        # the transactionId is added when it is sent (_resolve), once the CSMS has assigned it
+        self._post(
+            "MeterValues",
+            {"connectorId": conn.id, "meterValue": [mv]},
+            persistent=tx is not None,
+            tx=tx if with_tx else None,
+        )
 
     def _on_tx_ended(self, conn: Connector, tx: Transaction, reason: str, trigger: str) -> None:
         ts = self._ts()
         end = self._meter_value(conn, "Transaction.End", self._measurands("StopTxnSampledData"))
         reason16 = reason if reason in _STOP_REASONS else "Other"
 
-        def build() -> dict[str, Any] | None:
-            if tx.csms_id is None:
-                return None  # StartTransaction never got through: nothing to stop at the CSMS
-            p: dict[str, Any] = {
-                "meterStop": tx.meter_stop_wh or 0,
-                "timestamp": ts,
-                "transactionId": tx.csms_id,
-                "reason": reason16,
-                "transactionData": [v for v in (tx.begin_sample, end) if v],
-            }
-            if tx.id_tag:
-                p["idTag"] = tx.id_tag[:20]
-            return p
+        p: dict[str, Any] = {
+            "meterStop": tx.meter_stop_wh or 0,
+            "timestamp": ts,
+            "reason": reason16,
+            "transactionData": [v for v in (tx.begin_sample, end) if v],
+        }
+        if tx.id_tag:
+            p["idTag"] = tx.id_tag[:20]
+        self._post("StopTransaction", p, persistent=True, tx=tx)  # transactionId: _resolve
 
-        self._post("StopTransaction", build, persistent=True)
+    def _resolve(self, action: str, payload: dict[str, Any], local_id: int | None) -> dict[str, Any] | None:
+        """Add the CSMS's transactionId to MeterValues and StopTransaction of a local transaction."""
+        if local_id is None or action not in ("MeterValues", "StopTransaction"):
+            return payload
+        csms_id = self._csms_tx_ids.get(local_id)
+        if csms_id is None:
+            # StartTransaction never got through: nothing to stop at the CSMS; samples go without an id
+            return None if action == "StopTransaction" else payload
+        if action == "StopTransaction":
+            del self._csms_tx_ids[local_id]
+        return {**payload, "transactionId": csms_id}
 
     def _tx_by_csms_id(self, tx_id: int) -> Connector | None:
         for c in self.connectors.values():

@@ -300,7 +300,7 @@ class ChargePoint201(ChargePoint):
                     self._spawn(self.stop_charging(conn.id, "DeAuthorized"))
             self._pulse()
 
-        self._post("TransactionEvent", payload, persistent=True, on_result=on_result)
+        self._post("TransactionEvent", payload, persistent=True, on_result=on_result, tx=tx)
 
     def _on_tx_started(self, conn: Connector, tx: Transaction, trigger: str) -> None:
         tx.tx_id = str(uuid.uuid4())
@@ -318,7 +318,9 @@ class ChargePoint201(ChargePoint):
         context = "Trigger" if trigger == "Trigger" else "Sample.Periodic"
         meter = self._meter_value(conn, context, self._measurands("TxUpdatedMeasurands"))
         if tx is None or "meter_values_without_tx_id" in self.faults.quirks:
-            self._post("MeterValues", {"evseId": conn.id, "meterValue": [meter]}, persistent=tx is not None)
+            self._post(
+                "MeterValues", {"evseId": conn.id, "meterValue": [meter]}, persistent=tx is not None, tx=tx
+            )
             return
         self._tx_event(conn, tx, "Updated", trigger, meter=meter)
 
