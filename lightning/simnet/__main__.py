@@ -53,6 +53,17 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where it says something: not for options without a default (None,
+    False) nor where the help already names the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lightning-simnet",
@@ -61,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
             "State) on one TLS port; the macaroon presented selects the node. Invoices are signed "
             "regtest BOLT11 (lnbcrt...). State persists in DATA_DIR/simnet.db."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Pay an invoice from a node of a running simnet (this one, or the one csms serve "
+        "embeds): lightning-simnet pay [--node car1] BOLT11 (see lightning-simnet pay --help).",
+        formatter_class=_DefaultsHelp,
     )
     p.add_argument(
         "--data-dir", type=Path, default=Path("satwatt-data/simnet"), help="state, cert, macaroons"
@@ -73,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=_node,
         metavar="NAME[:BALANCE_SAT]",
-        help="a node and its starting channel balance (repeatable; default: satwatt car1 car2 wallet)",
+        help="a node and its starting channel balance (repeatable; default: "
+        + " ".join(spec.name for spec in DEFAULT_NODES)
+        + ")",
     )
     p.add_argument("--hops", type=int, default=1, help="intermediate hops charged between two nodes")
     p.add_argument("--base-fee-msat", type=int, default=1000, help="base fee per hop")
@@ -238,7 +253,13 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["pay"]:  # lightning-simnet pay [--node car1] BOLT11
+        from lightning.simnet.pay import main as pay_main
+
+        pay_main(arguments[1:])
+        return
+    args = build_parser().parse_args(arguments)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
