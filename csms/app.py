@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from csms import __version__, collector
 from csms.api import chargers, docs_pages, id_tags, payers, problems, sessions, tariffs
@@ -23,7 +24,7 @@ from csms.cluster.wiring import Cluster
 from csms.db.engine import create_engine, create_session_factory, create_writer_engine, dispose
 from csms.db.migrate import current_revision, head_revision, upgrade_to_head_async
 from csms.db.writer import GroupCommitWriter
-from csms.lightning_node import LightningNode, open_lightning, settlement_secret
+from csms.lightning_node import LightningNode, LightningStartError, open_lightning, settlement_secret
 from csms.ocpp.registry import ConnectionRegistry
 from csms.ocpp.server import OcppContext, ocpp_endpoint
 from csms.security import ApiKey, PasswordVerifier, data_secret, load_or_create_api_key
@@ -56,7 +57,23 @@ class SatwattApp(FastAPI):
                 scope["app"] = self
                 await ocpp_endpoint(self.ocpp, WebSocket(scope, receive, send), path[len(OCPP_PATH) :])
                 return
+        if scope["type"] == "lifespan":
+            send = _startup_failure_in_one_line(send)
         await super().__call__(scope, receive, send)
+
+
+def _startup_failure_in_one_line(send: Send) -> Send:
+    """A start-up failure whose message says what to do (the port is taken, the schema is old...) is
+    reported as that one line, not as the traceback Starlette sends to the server (which logs it)."""
+
+    async def send_plainly(message: Message) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            error = sys.exc_info()[1]  # Starlette sends this from the except block of the lifespan
+            if isinstance(error, StartupError | LightningStartError):
+                message = {"type": "lifespan.startup.failed", "message": f"satwatt cannot start: {error}"}
+        await send(message)
+
+    return send_plainly
 
 
 class StartupError(Exception):

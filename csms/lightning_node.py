@@ -13,11 +13,16 @@ from lightning.factory import LightningRuntime, start_lightning
 from lightning.lnd import LndBackend
 from lightning.lnd.config import LndConfig
 from lightning.simnet import NodeSpec, Simnet
+from lightning.simnet.simnet import SimnetBindError
 
 log = logging.getLogger("csms.lightning")
 
 SELLER_NODE = "satwatt"
 SECRET_FILE = "settlement.secret"
+
+
+class LightningStartError(Exception):
+    """The Lightning node cannot be started; the message says why and what to do (one sentence)."""
 
 
 @dataclass
@@ -58,13 +63,19 @@ async def open_lightning(settings: Settings) -> LightningNode:
         runtime = LightningRuntime(backend=LndBackend(config, name="lnd"))
         return LightningNode(runtime, [f"  Lightning          LND at {config.grpc_address}"])
     nodes = simnet_nodes(settings.simnet_cars)
-    runtime = await start_lightning(
-        "simnet",
-        data_dir=settings.data_dir,
-        simnet_port=settings.simnet_port,
-        simnet_nodes=nodes,
-        simnet_autopay_ms=settings.simnet_autopay_ms,
-    )
+    try:
+        runtime = await start_lightning(
+            "simnet",
+            data_dir=settings.data_dir,
+            simnet_port=settings.simnet_port,
+            simnet_nodes=nodes,
+            simnet_autopay_ms=settings.simnet_autopay_ms,
+        )
+    except SimnetBindError as exc:  # "simnet cannot listen on 127.0.0.1:10009: Address already in use"
+        raise LightningStartError(
+            f"the embedded Lightning {exc} (another satwatt or lightning-simnet?); set "
+            "CSMS_SIMNET_PORT=0 for any free port, or another port"
+        ) from None
     assert runtime.simnet is not None
     simnet = runtime.simnet
     payers = ", ".join(n.name for n in nodes[1:])

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
 import re
 import shlex
 import signal
+import socket
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.conftest import RunningServer
+from tests.ocpp_clients import connect_charger
+from tests.test_ocpp16 import register
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM = str(Path(sys.executable).parent / "chargepoint-sim")
+SIMNET = str(Path(sys.executable).parent / "lightning-simnet")
 
 
 class _AssetLinks(HTMLParser):
@@ -69,8 +75,8 @@ def _readme() -> str:
 def _readme_command(marker: str) -> list[str]:
     """The README's shell command containing ``marker`` (continuation lines joined, comment dropped)."""
     lines = _readme().splitlines()
-    index = next(i for i, line in enumerate(lines) if marker in line and not line.lstrip().startswith("#"))
-    text = lines[index]
+    index = next(i for i, line in enumerate(lines) if marker in line and line.lstrip().startswith(".venv/"))
+    text = lines[index].lstrip()
     while text.rstrip().endswith("\\"):
         index += 1
         text = text.rstrip()[:-1] + " " + lines[index]
@@ -139,3 +145,120 @@ async def test_a_refused_charger_says_why(server: RunningServer) -> None:
     wanted = [f"SIM-000{n}: refused: 401 unknown charger or wrong password" for n in range(1, 5)]
     _, process = await _run_until(command, wanted)
     await _interrupt(process)
+
+
+async def _simnet(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        SIMNET, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_a_walk_up_invoice_is_paid_with_the_readme_command(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """Point 3: no command paid an invoice; `lightning-simnet pay --node car1 BOLT11` does, from the
+    simnet that satwatt embeds (found in its data directory)."""
+    command = _readme_command("lightning-simnet pay")
+    assert command[:4] == [".venv/bin/lightning-simnet", "pay", "--node", "car1"]
+    await register(api, "CP-1")
+    simnet_dir = str(server.settings.data_dir / "simnet")
+    async with (
+        connect_charger(server.ocpp_url, "CP-1", "2.0.1"),
+        httpx.AsyncClient(base_url=server.http_url) as anyone,
+    ):
+        created = await anyone.post("/api/v1/sessions", json={"charger_id": "CP-1", "connector_id": 1})
+        walk_up = created.json()
+        invoice = walk_up["invoice"]
+        code, out, err = await _simnet(*command[1:-1], invoice["bolt11"], "--data-dir", simnet_dir)
+        assert code == 0, err
+        assert out.startswith(f"paid {invoice['amount_msat']} msat from car1"), out
+        headers = {"Authorization": f"Bearer {walk_up['token']}"}
+        async with asyncio.timeout(20):
+            while True:
+                session = (await anyone.get(f"/api/v1/sessions/{walk_up['id']}", headers=headers)).json()
+                if session["paid_msat"]:
+                    break
+                await asyncio.sleep(0.05)
+        assert session["paid_msat"] == invoice["amount_msat"]
+    elsewhere = str(server.settings.data_dir / "nothing")
+    code, _, err = await _simnet("pay", "--data-dir", elsewhere, invoice["bolt11"])
+    assert code == 1 and "no simnet in" in err and "Traceback" not in err
+    code, _, err = await _simnet("pay", "--data-dir", simnet_dir, "--node", "car9", invoice["bolt11"])
+    assert code == 1 and "has no node 'car9'" in err
+
+
+async def test_the_readme_payer_example_runs(server: RunningServer) -> None:
+    """Point 3: the README's payer example imported nothing and named LndConfig from the wrong module."""
+    block = re.search(r"```python\n(.*?)```", _readme(), re.S).group(1)  # type: ignore[union-attr]
+    simnet = server.app.state.lightning.simnet
+    block = (
+        block.replace("satwatt-data/simnet", str(simnet.data_dir))
+        .replace("127.0.0.1:10009", simnet.address)
+        .replace("http://127.0.0.1:8180", server.http_url)
+    )
+    statements = compile(block, "README.md", "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT).body
+    assert ast.unparse(statements[-1]).startswith("stats = await agent.run()")
+    namespace: dict[str, Any] = {"token": "pt_unused"}
+    exec(compile(ast.Module(statements[:-1], type_ignores=[]), "README.md", "exec"), namespace)
+    agent = namespace["agent"]
+    try:
+        info = await agent.backend.get_info()  # the example's node really is car1 of satwatt's simnet
+        assert info.pubkey == next(n.pubkey for n in simnet.node_files() if n.name == "car1")
+    finally:
+        await agent.backend.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_second_serve_says_the_simnet_port_is_taken_in_one_line(tmp_path: Path) -> None:
+    """Point 4: a second `csms serve` (its own port and data directory) died with a 64-line traceback
+    because the embedded simnet's port was taken."""
+    simnet_port = str(_free_port())
+    env = {"CSMS_PORT": "0", "CSMS_SIMNET_PORT": simnet_port}
+    first = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "csms", "serve", cwd=ROOT,
+        env={**os.environ, **env, "CSMS_DATA_DIR": str(tmp_path / "first")},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert first.stderr is not None
+        async with asyncio.timeout(90):
+            while b"Stop with Ctrl-C" not in (line := await first.stderr.readline()):
+                assert line, "the first csms serve did not start"
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "csms", "serve", cwd=ROOT,
+            env={**os.environ, **env, "CSMS_DATA_DIR": str(tmp_path / "second")},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(second.communicate(), 90)
+    finally:
+        first.terminate()
+        await asyncio.wait_for(first.wait(), 30)
+    output = (out + err).decode()
+    assert second.returncode != 0
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if "ERROR" in line or line.startswith("E")]
+    assert any(
+        f"satwatt cannot start: the embedded Lightning simnet cannot listen on 127.0.0.1:{simnet_port}"
+        in line
+        and "CSMS_SIMNET_PORT=0" in line
+        for line in errors
+    ), output
+    assert len(errors) <= 2, output  # that line and uvicorn's "Application startup failed. Exiting."
+
+
+async def test_lightning_simnet_help_names_each_default_once() -> None:
+    """Point 9: `lightning-simnet --help` printed "default: satwatt car1 car2 wallet) (default: None)"."""
+    code, out, _ = await _simnet("--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "default: satwatt car1 car2 wallet)" in text and "(default: 10009)" in text
+    assert "lightning-simnet pay" in text

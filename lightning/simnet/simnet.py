@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +23,11 @@ from lightning.simnet.tls import ensure_tls_cert
 log = logging.getLogger("lightning.simnet")
 
 MACAROON_KINDS = tuple(macaroons.MACAROON_KINDS)  # admin, invoice, readonly
+ADDRESS_FILE = "grpc.address"
+
+
+class SimnetBindError(OSError):
+    """The simnet's gRPC address cannot be bound (the port is taken, or the address is not this host's)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,11 @@ class Simnet:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def address_path(self) -> Path:
+        """Where the running simnet writes the address to reach it (``lightning-simnet pay`` reads it)."""
+        return self.data_dir / ADDRESS_FILE
 
     def macaroon_path(self, node: str, kind: str = "admin") -> Path:
         if kind not in MACAROON_KINDS:
@@ -140,7 +151,22 @@ class Simnet:
             raise
         log.info("simnet listening on %s (tls cert %s)", self.address, self.tls_cert_path)
 
+    def _check_port_free(self) -> None:
+        """Refuse a taken port before gRPC tries it (its C core logs a bind failure of its own)."""
+        if self.port == 0:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise SimnetBindError(
+                    f"simnet cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+                ) from None
+
     async def _start_server(self) -> None:
+        self._check_port_free()
         cert_pem = self.tls_cert_path.read_bytes()
         key_pem = self.tls_key_path.read_bytes()
         server = grpc.aio.server(options=[*self.keepalive.server_options(), ("grpc.so_reuseport", 0)])
@@ -154,10 +180,14 @@ class Simnet:
         else:
             cause = None
         if bound == 0:
-            raise OSError(f"simnet cannot listen on {self.host}:{self.port} (port in use?)") from cause
+            message = f"simnet cannot listen on {self.host}:{self.port} (port in use?)"
+            raise SimnetBindError(message) from cause
         self.port = bound
         await server.start()
         self._server = server
+        # a client on this machine reaches a wildcard address through the loopback (in the cert's names)
+        local = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        self.address_path.write_text(f"{local}:{self.port}\n")
 
     async def _stop_server(self) -> None:
         if self._server is not None:
