@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from starlette.types import Message, Receive, Scope, Send
 
-from csms import __version__, collector
+from csms import __version__, collector, web
 from csms.api import chargers, docs_pages, id_tags, payers, problems, sessions, tariffs
 from csms.charging.plausibility import REASONS, Limits
 from csms.charging.service import ChargingService
@@ -228,6 +228,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     app.include_router(id_tags.router)
     app.include_router(tariffs.router)
     app.include_router(payers.router)
+    web.install(app)  # the driver pages and the operator dashboard (csms/web)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and readiness")
     async def healthz(request: Request) -> JSONResponse:

@@ -1,0 +1,448 @@
+"""The driver's pages: the connector page behind a QR sticker, and the session page.
+
+``/c/{charger}/{connector}`` shows the charger, the connector's state and the price, with a start button
+that opens a walk-up session (as ``POST /api/v1/sessions`` does). The session token then lives in an
+HttpOnly cookie scoped to the session's own path (``/s/{id}``): it never appears in a URL, a page or a
+log, and a browser holding several sessions keeps one cookie per session. The session page follows the
+session's event stream (the same log as ``/api/v1/sessions/{id}/events``) through ``/s/{id}/events``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from sqlalchemy import func, select
+
+from csms.api import sessions as sessions_api
+from csms.api.access import Principal, digest
+from csms.api.problems import Problem
+from csms.api.schemas import CHARGER_ID_PATTERN, INT64_MAX
+from csms.charging.service import ChargingService
+from csms.charging.session_events import LoggedEvent, SessionEventLog
+from csms.db.models import (
+    Charger,
+    ChargingSession,
+    Connector,
+    LightningInvoice,
+    MeterSample,
+    SessionEvent,
+    Settlement,
+    TariffRow,
+)
+from csms.ocpp.registry import ConnectionRegistry
+from csms.settlement.engine import DEFAULT_TARIFF_ID
+from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, price_at
+from csms.web import qr
+from csms.web.pages import PAGE_HEADERS, form, problem_page, render
+
+router = APIRouter(include_in_schema=False)
+COOKIE = "sw_session"
+COOKIE_MAX_AGE_S = 7 * 24 * 3600
+MAX_CONNECTOR = 1000
+CHART_POINTS = 400
+_CHARGER_ID = re.compile(CHARGER_ID_PATTERN)
+_TOKEN = re.compile(r"^st_[A-Za-z0-9_-]{16,64}$")
+
+
+def _service(request: Request) -> ChargingService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+def _registry(request: Request) -> ConnectionRegistry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+def csrf_token(session_token: str) -> str:
+    """The form token of a driver's session page: derived from the session token, so a page that does
+    not hold the token (another site) cannot make it."""
+    return hmac.new(b"satwatt-driver-form", session_token.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _connector_id(text: str) -> int | None:
+    return int(text) if text.isdigit() and 1 <= int(text) <= MAX_CONNECTOR else None
+
+
+async def charger_tariff(service: ChargingService, charger_id: str) -> Tariff:
+    """The tariff a charger sells under: its own, else the default one (as settlement prices it)."""
+    async with service.db() as db:
+        assigned = await db.scalar(select(Charger.tariff_id).where(Charger.id == charger_id))
+        rows = {
+            r.id: r
+            for r in await db.scalars(
+                select(TariffRow).where(TariffRow.id.in_([assigned or DEFAULT_TARIFF_ID, DEFAULT_TARIFF_ID]))
+            )
+        }
+    row = rows.get(assigned or DEFAULT_TARIFF_ID) or rows.get(DEFAULT_TARIFF_ID)
+    return Tariff.from_dict(row.definition) if row is not None else DEFAULT_TARIFF
+
+
+# ------------------------------------------------------------------------------ the connector page
+async def _connector_page(
+    request: Request, charger_id: str, connector_text: str, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    connector_id = _connector_id(connector_text)
+    if not _CHARGER_ID.match(charger_id) or connector_id is None:
+        return problem_page(request, 404, "No such charger", "This address names no charger and connector.")
+    service = _service(request)
+    async with service.db() as db:
+        charger = await db.get(Charger, charger_id)
+        connectors = list(
+            await db.scalars(
+                select(Connector).where(Connector.charger_id == charger_id, Connector.connector_id >= 1)
+            )
+        )
+        busy = await db.scalar(
+            select(ChargingSession.id).where(
+                ChargingSession.charger_id == charger_id,
+                ChargingSession.connector_id == connector_id,
+                ChargingSession.ended_at.is_(None),
+                ChargingSession.state != "ended",
+            )
+        )
+    if charger is None or not charger.registered:
+        return problem_page(request, 404, "No such charger", f"There is no charger {charger_id} here.")
+    connector = next((c for c in connectors if c.connector_id == connector_id), None)
+    if connector is None and connectors:
+        known = ", ".join(str(c.connector_id) for c in sorted(connectors, key=lambda c: c.connector_id))
+        return problem_page(
+            request,
+            404,
+            "No such connector",
+            f"Charger {charger_id} has no connector {connector_id} (its connectors: {known}).",
+        )
+    tariff = await charger_tariff(service, charger_id)
+    online = _registry(request).get(charger_id) is not None
+    if not online:
+        blocked = "The charger is offline; it cannot start a charge now."
+    elif busy is not None:
+        blocked = "This connector is in use; try again when it is free."
+    elif connector is not None and connector.status in ("Faulted", "Unavailable"):
+        blocked = f"This connector is {connector.status.lower()}."
+    else:
+        blocked = None
+    return render(
+        request,
+        "connector.html",
+        status_code,
+        charger=charger,
+        connector_id=connector_id,
+        connector=connector,
+        online=online,
+        price_msat_per_kwh=price_at(tariff, datetime.now(UTC)),
+        tariff=tariff,
+        blocked=blocked,
+        error=error,
+    )
+
+
+@router.get("/c/{charger_id}/{connector_id}", response_class=HTMLResponse)
+async def connector_page(request: Request, charger_id: str, connector_id: str) -> HTMLResponse:
+    return await _connector_page(request, charger_id, connector_id)
+
+
+@router.post("/c/{charger_id}/{connector_id}", response_class=HTMLResponse)
+async def start_walk_up(request: Request, charger_id: str, connector_id: str) -> Response:
+    number = _connector_id(connector_id)
+    if not _CHARGER_ID.match(charger_id) or number is None:
+        return problem_page(request, 404, "No such charger", "This address names no charger and connector.")
+    body = sessions_api.WalkUpRequest(charger_id=charger_id, connector_id=number)
+    try:
+        created = await sessions_api.start_session(
+            body, request, _service(request), _registry(request), Response()
+        )
+    except Problem as exc:
+        return await _connector_page(
+            request, charger_id, connector_id, error=exc.detail or exc.title, status_code=exc.status
+        )
+    response = RedirectResponse(f"/s/{created.id}", status_code=303)
+    _keep_token(request, response, created.id, created.token)
+    return response
+
+
+def _keep_token(request: Request, response: Response, session_id: str, token: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=COOKIE_MAX_AGE_S,
+        path=f"/s/{session_id}",
+        httponly=True,
+        samesite="lax",  # sent when the driver comes back from a link; forms carry a token as well
+        secure=request.url.scheme == "https",
+    )
+
+
+# ------------------------------------------------------------------------------ the session page
+class NotYours(Exception):
+    """No valid session token for this session in the request."""
+
+
+async def _driver_session(request: Request, session_id: str) -> tuple[ChargingSession, Settlement, str]:
+    token = request.cookies.get(COOKIE)
+    if not token or not _TOKEN.match(token) or len(session_id) > 64:
+        raise NotYours
+    async with _service(request).db() as db:
+        found = (
+            await db.execute(
+                select(ChargingSession, Settlement)
+                .join(Settlement, Settlement.session_number == ChargingSession.number)
+                .where(Settlement.token_hash == digest(token), ChargingSession.id == session_id)
+            )
+        ).first()
+    if found is None:
+        raise NotYours
+    return found[0], found[1], token
+
+
+def _not_yours(request: Request, session_id: str) -> HTMLResponse:
+    return render(
+        request,
+        "session_token.html",
+        403,
+        session_id=session_id if len(session_id) <= 64 else "",
+        error="This browser holds no token for this session." if request.method == "GET" else None,
+    )
+
+
+async def current_invoice(service: ChargingService, session_number: int) -> LightningInvoice | None:
+    """The invoice the driver should pay now: the newest open one."""
+    async with service.db() as db:
+        return await db.scalar(
+            select(LightningInvoice)
+            .where(
+                LightningInvoice.session_number == session_number,
+                LightningInvoice.status == "open",
+                LightningInvoice.bolt11.is_not(None),
+            )
+            .order_by(LightningInvoice.seq.desc())
+            .limit(1)
+        )
+
+
+def invoice_json(session_id: str, row: LightningInvoice | None) -> dict[str, Any] | None:
+    if row is None or row.bolt11 is None:
+        return None
+    return {
+        "key": row.key,
+        "kind": row.kind,
+        "bolt11": row.bolt11,
+        "amount_msat": row.amount_msat,
+        "energy_wh": row.energy_wh,
+        "fee_msat": row.fee_msat,
+        "qr": f"/s/{session_id}/invoice/{row.seq}.svg",
+    }
+
+
+async def session_state(request: Request, session: ChargingSession, settlement: Settlement) -> dict[str, Any]:
+    """What the session page shows, as JSON (the page refreshes it after each event)."""
+    out = sessions_api.session_out(session, settlement)
+    invoice = await current_invoice(_service(request), session.number)
+    return {
+        "id": out.id,
+        "state": out.state,
+        "power_w": out.power_w if out.state in ("charging", "suspended") else 0,
+        "energy_wh": out.energy_wh,
+        "billed_msat": out.billed_msat,
+        "paid_msat": out.paid_msat,
+        "cost_msat": out.cost_msat,
+        "credit_wh": out.credit_wh,
+        "refundable_msat": out.refundable_msat,
+        "unpaid_msat": out.unpaid_msat,
+        "outcome": out.outcome,
+        "closed": settlement.closed,
+        "invoice": invoice_json(session.id, invoice),
+    }
+
+
+@router.get("/s/{session_id}", response_class=HTMLResponse)
+async def session_page(request: Request, session_id: str) -> HTMLResponse:
+    try:
+        session, settlement, token = await _driver_session(request, session_id)
+    except NotYours:
+        return _not_yours(request, session_id)
+    service = _service(request)
+    state = await session_state(request, session, settlement)
+    async with service.db() as db:
+        last_event = await db.scalar(
+            select(func.max(SessionEvent.id)).where(SessionEvent.session_number == session.number)
+        )
+        samples = list(
+            await db.scalars(
+                select(MeterSample)
+                .where(MeterSample.session_number == session.number, MeterSample.anomaly.is_(None))
+                .order_by(MeterSample.timestamp.desc(), MeterSample.id.desc())
+                .limit(CHART_POINTS)
+            )
+        )
+    series = [
+        {"t": p.timestamp.isoformat(), "e": p.energy_wh, "p": p.power_w}
+        for p in (sessions_api.meter_point(session, s) for s in reversed(samples))
+        if p.energy_wh is not None and not p.after_end
+    ]
+    receipt = await receipt_context(request, session, settlement) if settlement.closed else None
+    return render(
+        request,
+        "session.html",
+        session=session,
+        settlement=settlement,
+        tariff=Tariff.from_dict(settlement.tariff),
+        state=state,
+        boot=json.dumps({"state": state, "series": series, "after": last_event or 0}),
+        csrf=csrf_token(token),
+        receipt=receipt,
+    )
+
+
+@router.post("/s/{session_id}/token", response_class=HTMLResponse)
+async def open_with_token(request: Request, session_id: str) -> Response:
+    """A driver who has the session token (from the API or another device) opens the page with it."""
+    response = RedirectResponse(f"/s/{session_id}", status_code=303)
+    token = (await form(request)).get("token", "").strip()
+    if _TOKEN.match(token) and len(session_id) <= 64:
+        async with _service(request).db() as db:
+            found = await db.scalar(
+                select(ChargingSession.id)
+                .join(Settlement, Settlement.session_number == ChargingSession.number)
+                .where(Settlement.token_hash == digest(token), ChargingSession.id == session_id)
+            )
+        if found is not None:
+            _keep_token(request, response, session_id, token)
+            return response
+    return render(
+        request,
+        "session_token.html",
+        403,
+        session_id=session_id if len(session_id) <= 64 else "",
+        error="That token does not open this session.",
+    )
+
+
+@router.get("/s/{session_id}/state")
+async def state_json(request: Request, session_id: str) -> JSONResponse:
+    try:
+        session, settlement, _ = await _driver_session(request, session_id)
+    except NotYours:
+        return JSONResponse({"title": "Forbidden"}, status_code=403, headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        await session_state(request, session, settlement), headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/s/{session_id}/invoice/{seq}.svg")
+async def invoice_qr(request: Request, session_id: str, seq: str) -> Response:
+    try:
+        session, _, _ = await _driver_session(request, session_id)
+    except NotYours:
+        return Response(status_code=403)
+    async with _service(request).db() as db:
+        row = (
+            await db.scalar(
+                select(LightningInvoice).where(
+                    LightningInvoice.session_number == session.number, LightningInvoice.seq == int(seq)
+                )
+            )
+            if seq.isdigit() and len(seq) < 10
+            else None
+        )
+    if row is None or row.bolt11 is None:
+        return Response(status_code=404)
+    image = qr.svg(qr.lightning_uri(row.bolt11), title=f"Lightning invoice, {row.amount_msat // 1000} sat")
+    return Response(image, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def receipt_context(
+    request: Request, session: ChargingSession, settlement: Settlement
+) -> dict[str, Any]:
+    async with _service(request).db() as db:
+        invoices = list(
+            await db.scalars(
+                select(LightningInvoice)
+                .where(LightningInvoice.session_number == session.number)
+                .order_by(LightningInvoice.seq)
+            )
+        )
+    return {
+        "session": sessions_api.session_out(session, settlement),
+        "invoices": invoices,
+        "bill": settlement.bill or {},
+    }
+
+
+@router.get("/s/{session_id}/receipt", response_class=HTMLResponse)
+async def receipt(request: Request, session_id: str) -> HTMLResponse:
+    """The receipt (a fragment the session page inserts when the session closes)."""
+    try:
+        session, settlement, _ = await _driver_session(request, session_id)
+    except NotYours:
+        return _not_yours(request, session_id)
+    context = await receipt_context(request, session, settlement)
+    return render(request, "receipt.html", receipt=context)
+
+
+@router.post("/s/{session_id}/stop")
+async def stop(request: Request, session_id: str) -> Response:
+    try:
+        session, _settlement, token = await _driver_session(request, session_id)
+    except NotYours:
+        return _not_yours(request, session_id)
+    if not hmac.compare_digest((await form(request)).get("csrf", ""), csrf_token(token)):
+        return problem_page(request, 403, "Stop refused", "The form is stale; reload the page and try again.")
+    if session.ended_at is None:
+        try:
+            await sessions_api.stop_session(
+                session.id,
+                request,
+                _service(request),
+                _registry(request),
+                Principal("session", session_number=session.number),
+            )
+        except Problem as exc:
+            if exc.status != 409:  # 409: it ended meanwhile
+                return problem_page(request, exc.status, "The charger did not stop", exc.detail or exc.title)
+    return RedirectResponse(f"/s/{session_id}", status_code=303)
+
+
+# ------------------------------------------------------------------------------ the event stream
+def sse(event: LoggedEvent, session_id: str) -> str:
+    data = dict(event.data)
+    data.setdefault("at", event.created_at.isoformat())
+    data["session_id"] = session_id
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(data)}\n\n"
+
+
+@router.get("/s/{session_id}/events")
+async def events(
+    request: Request,
+    session_id: str,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+) -> Response:
+    """The session's events for the page's EventSource (authenticated by the session's cookie)."""
+    try:
+        session, _, _ = await _driver_session(request, session_id)
+    except NotYours:
+        return Response(status_code=403)
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    log: SessionEventLog = request.app.state.events
+
+    async def stream() -> Any:
+        yield "retry: 2000\n\n"
+        async for event in log.follow(session.number, start):
+            if event is None:
+                yield ": keep-alive\n\n"
+                continue
+            yield sse(event, session.id)
+            if event.kind == "closed":
+                return
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={**PAGE_HEADERS, "X-Accel-Buffering": "no"},
+    )
