@@ -320,3 +320,14 @@ class LightningCursor(Base):
     add_index: Mapped[int] = mapped_column(BigInteger, default=0)
     settle_index: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SharedSecret(Base):
+    """A server secret every process of a cluster must agree on (cluster mode; one process keeps its
+    secrets in the data directory): the first process to start creates it."""
+
+    __tablename__ = "shared_secrets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
