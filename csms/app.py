@@ -20,6 +20,7 @@ from csms.charging.plausibility import REASONS, Limits
 from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
 from csms.cluster.link import ClusterError
+from csms.cluster.shared_secret import agreed_secret
 from csms.cluster.wiring import Cluster
 from csms.db.engine import create_engine, create_session_factory, create_writer_engine, dispose
 from csms.db.migrate import current_revision, head_revision, upgrade_to_head_async
@@ -154,6 +155,9 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             app.state.banner.append(f"  Cluster            {cluster.describe()}")
         await writer.start()
         node: LightningNode = await open_lightning(settings)
+        secret = settlement_secret(settings.data_dir)
+        if cluster is not None:  # every process derives the same invoice preimages
+            secret = await agreed_secret(sessionmaker, "settlement", secret)
         settlement = SettlementEngine(
             sessionmaker,
             writer,
@@ -161,7 +165,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             registry,
             node.backend,
             events,
-            secret=settlement_secret(settings.data_dir),
+            secret=secret,
             tick_s=settings.settlement_tick_ms / 1000,
         )
         app.state.lightning = node
