@@ -58,10 +58,11 @@ class _Server(uvicorn.Server):
     """uvicorn's server, printing where to point chargers once the port is really open."""
 
     banner: list[str]
+    quiet = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if not self.started or not self.servers:
+        if not self.started or not self.servers or self.quiet:
             return
         host, port = self.servers[0].sockets[0].getsockname()[:2]
         settings: Settings = self.config.app.state.settings  # type: ignore[attr-defined]
@@ -89,6 +90,19 @@ def serve(
         str | None, typer.Option(help="Address to bind (default CSMS_HOST or 127.0.0.1).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default CSMS_PORT or 8180).")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes serving the port on this machine, each a member of the cluster (needs cluster "
+            "mode: CSMS_NATS_URL, PostgreSQL and a shared Lightning node).",
+        ),
+    ] = 1,
+    reuse_port: Annotated[
+        bool, typer.Option(hidden=True, help="Bind with SO_REUSEPORT (each --workers process does).")
+    ] = False,
+    worker_index: Annotated[int, typer.Option(hidden=True, help="Which of --workers this is.")] = 0,
 ) -> None:
     """Run the central system: the OCPP websocket, the REST API and /healthz in one server."""
     from csms.app import create_app
@@ -96,6 +110,8 @@ def serve(
 
     settings = _settings(host=host, port=port)
     _configure_logging(settings.log_level)
+    if workers > 1:
+        raise typer.Exit(_supervise(settings, workers))
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         configured = settings.api_key.get_secret_value() if settings.api_key else None
@@ -138,9 +154,57 @@ def serve(
     config = uvicorn_config(app, settings)
     server = _Server(config)
     server.banner = banner
-    server.run()
+    server.quiet = worker_index > 0  # one banner for all the workers
+    server.run(sockets=[_reuse_port_socket(settings)] if reuse_port else None)
     if not server.started:
         raise typer.Exit(1)
+
+
+def _supervise(settings: Settings, workers: int) -> int:
+    """``serve --workers N``: check the set-up, create the API key and migrate once, run the workers."""
+    from csms.cluster.workers import Supervisor
+    from csms.db.migrate import upgrade_to_head
+    from csms.security import load_or_create_api_key
+
+    if not settings.cluster_mode:
+        console.print(
+            "[bold red]satwatt cannot start:[/] --workers needs cluster mode: set CSMS_NATS_URL (with "
+            "PostgreSQL in CSMS_DATABASE_URL and CSMS_LIGHTNING_BACKEND=lnd); see the README's "
+            "'Several processes' section"
+        )
+        return 2
+    if settings.port == 0:
+        console.print("[bold red]satwatt cannot start:[/] --workers needs a fixed port (CSMS_PORT or --port)")
+        return 2
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        configured = settings.api_key.get_secret_value() if settings.api_key else None
+        _, new_key = load_or_create_api_key(settings.data_dir, configured)
+    except (OSError, ValueError) as exc:
+        console.print(f"[bold red]satwatt cannot start:[/] CSMS_DATA_DIR ({settings.data_dir}): {exc}")
+        return 2
+    if new_key is not None:
+        console.print(f"[bold yellow]Operator API key (shown once, keep it):[/] {new_key}")
+    if settings.should_auto_migrate:
+        upgrade_to_head(settings.resolved_database_url)
+    return Supervisor(settings, workers).run()
+
+
+def _reuse_port_socket(settings: Settings) -> socket.socket:
+    """The listening socket of one of several processes sharing a port (the kernel spreads connections)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        console.print(
+            f"[bold red]satwatt cannot start:[/] cannot listen on {settings.host}:{settings.port}: {exc}"
+        )
+        raise typer.Exit(1) from None
+    return sock
 
 
 @cli.command()

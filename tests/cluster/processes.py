@@ -148,10 +148,19 @@ class Cluster:
                 await asyncio.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class Environment:
+    env: dict[str, str]
+    api_key: str
+    name: str
+    simnet: Simnet
+
+
 @contextlib.asynccontextmanager
-async def running_cluster(
-    work: Path, database_url: str, size: int = 3, cars: int = 2, **settings: str
-) -> AsyncIterator[Cluster]:
+async def cluster_environment(
+    work: Path, database_url: str, cars: int = 2, **settings: str
+) -> AsyncIterator[Environment]:
+    """A simnet, and the environment of a cluster's processes."""
     simnet = Simnet(
         work / "simnet",
         port=0,
@@ -179,14 +188,24 @@ async def running_cluster(
         "GRPC_VERBOSITY": "ERROR",
         **{f"CSMS_{k.upper()}": v for k, v in settings.items()},
     }
-    members = [Member(f"p{i}", work / f"p{i}", env) for i in range(1, size + 1)]
     try:
-        await asyncio.gather(*(m.start() for m in members))
-        yield Cluster(members, simnet, key, name)
+        yield Environment(env, key, name, simnet)
     finally:
-        await asyncio.gather(*(m.stop() for m in members), return_exceptions=True)
         await simnet.stop()
         await delete_buckets(name)
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(
+    work: Path, database_url: str, size: int = 3, cars: int = 2, **settings: str
+) -> AsyncIterator[Cluster]:
+    async with cluster_environment(work, database_url, cars, **settings) as environment:
+        members = [Member(f"p{i}", work / f"p{i}", environment.env) for i in range(1, size + 1)]
+        try:
+            await asyncio.gather(*(m.start() for m in members))
+            yield Cluster(members, environment.simnet, environment.api_key, environment.name)
+        finally:
+            await asyncio.gather(*(m.stop() for m in members), return_exceptions=True)
 
 
 async def delete_buckets(cluster: str) -> None:
