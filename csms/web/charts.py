@@ -12,8 +12,8 @@ LEFT, RIGHT, TOP, BOTTOM = 8, 592, 22, 160
 MAX_POINTS = 240
 
 
-def _clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
+def _clock(ts: float, seconds: bool) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S" if seconds else "%H:%M")
 
 
 def line_chart(
@@ -39,6 +39,7 @@ def line_chart(
         points = [points[int(i * step)] for i in range(MAX_POINTS)] + [points[-1]]
     t0, t1 = points[0][0], max(points[-1][0], points[0][0] + 1)
     top = max(max(v for _, v in points), 1e-9)
+    short = t1 - t0 < 3600
 
     def x(t: float) -> float:
         return LEFT + (t - t0) / (t1 - t0) * (RIGHT - LEFT)
@@ -54,7 +55,7 @@ def line_chart(
         f'<line x1="{LEFT}" y1="{BOTTOM}" x2="{RIGHT}" y2="{BOTTOM}" '
         'stroke="currentColor" stroke-opacity="0.2"/>'
         f'<text class="axis" x="{LEFT}" y="14">{escape(fmt(top))}</text>'
-        f'<text class="axis" x="{LEFT}" y="{HEIGHT - 4}">{_clock(t0)}</text>'
-        f'<text class="axis" x="{RIGHT}" y="{HEIGHT - 4}" text-anchor="end">{_clock(t1)} UTC</text>'
+        f'<text class="axis" x="{LEFT}" y="{HEIGHT - 4}">{_clock(t0, short)}</text>'
+        f'<text class="axis" x="{RIGHT}" y="{HEIGHT - 4}" text-anchor="end">{_clock(t1, short)} UTC</text>'
         "</svg>"
     )
