@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import logging
 import os
 import re
 import shlex
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import websockets
 
 from tests.conftest import RunningServer
-from tests.ocpp_clients import connect_charger
+from tests.ocpp_clients import basic_auth, connect_charger
 from tests.test_ocpp16 import register
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,3 +265,31 @@ async def test_lightning_simnet_help_names_each_default_once() -> None:
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "default: satwatt car1 car2 wallet)" in text and "(default: 10009)" in text
     assert "lightning-simnet pay" in text
+
+
+async def test_a_refused_charger_is_one_info_line_with_its_reason(
+    server: RunningServer, api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Point 5: every refused handshake added uvicorn's ERROR "ASGI callable returned without completing
+    handshake"; a refusal is INFO, with its reason."""
+    caplog.set_level(logging.INFO)
+    await register(api, "CP-pw", "the-right-password-1")
+    refusals = {
+        "SIM-0001": ({}, 401, "SIM-0001: refused, unknown charger"),
+        "CP-pw": (basic_auth("CP-pw", "wrong-password-22"), 401, "CP-pw: refused, wrong or missing password"),
+        "x" * 49: ({}, 404, "refused, not a valid charge point id"),
+    }
+    for charger_id, (headers, status, reason) in refusals.items():
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(
+                f"{server.ocpp_url}/{charger_id}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                additional_headers=headers, open_timeout=10,
+            ):
+                pass  # fmt: skip
+        assert refused.value.response.status_code == status
+        # logged before the refusal is sent, so it is there once the client has the answer
+        (record,) = [r for r in caplog.records if reason in r.getMessage()]
+        assert record.levelno == logging.INFO
+    async with connect_charger(server.ocpp_url, "CP-pw", "1.6", "the-right-password-1"):
+        pass  # the server's connection tasks of the refusals are long over once this one is through
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

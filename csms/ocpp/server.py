@@ -86,6 +86,9 @@ async def _deny(websocket: WebSocket, status: int, reason: str) -> None:
 async def _admit(context: OcppContext, websocket: WebSocket, charger_id: str) -> tuple[bool, bool]:
     """Check the charger id and its credentials; returns (admitted, lenient).
 
+    A refusal is answered 401 and logged at INFO with its reason: chargers that are not (yet) registered
+    or carry an old password knock all day, which is not an error of satwatt's.
+
     A charger proves who it is with a client certificate whose CN is its id (OCPP security profile 3;
     the TLS handshake already checked the certificate against CSMS_TLS_CLIENT_CA), or with HTTP Basic
     auth (profiles 1 and 2). A certificate naming another charger is refused whatever else is sent.
@@ -93,26 +96,26 @@ async def _admit(context: OcppContext, websocket: WebSocket, charger_id: str) ->
     settings = context.settings
     certificate_cn = client_certificate_cn(websocket.scope)
     if certificate_cn is not None and certificate_cn != charger_id:
-        log.warning("%s: refused, its client certificate names another charger", charger_id)
+        log.info("%s: refused, its client certificate names another charger", charger_id)
         await _deny(websocket, 401, "the client certificate is not this charger's")
         return False, False
     async with context.service.db() as db:
         charger = await db.scalar(select(Charger).where(Charger.id == charger_id))
     if charger is None or not charger.registered:
         if not settings.allow_unknown_chargers:
-            log.warning("%s: refused, unknown charger", charger_id)
+            log.info("%s: refused, unknown charger", charger_id)
             await _deny(websocket, 401, "unknown charger")
             return False, False
         return True, bool(charger and charger.lenient)
     if certificate_cn is not None:
         return True, charger.lenient
     if settings.require_charger_certificate:
-        log.warning("%s: refused, no client certificate", charger_id)
+        log.info("%s: refused, no client certificate", charger_id)
         await _deny(websocket, 401, "a client certificate is required")
         return False, False
     if charger.password_hash is None:
         if settings.require_charger_password:
-            log.warning("%s: refused, it has no password (CSMS_REQUIRE_CHARGER_PASSWORD)", charger_id)
+            log.info("%s: refused, it has no password (CSMS_REQUIRE_CHARGER_PASSWORD)", charger_id)
             await _deny(websocket, 401, "this charger has no password set; set one in satwatt")
             return False, False
         return True, charger.lenient
@@ -123,7 +126,7 @@ async def _admit(context: OcppContext, websocket: WebSocket, charger_id: str) ->
             charger_id, credentials[1], charger.password_hash, charger.password_check
         )
     if not ok:
-        log.warning("%s: refused, wrong or missing password", charger_id)
+        log.info("%s: refused, wrong or missing password", charger_id)
         await _deny(websocket, 401, "wrong or missing credentials")
         return False, False
     if check is not None:
@@ -133,6 +136,7 @@ async def _admit(context: OcppContext, websocket: WebSocket, charger_id: str) ->
 
 async def ocpp_endpoint(context: OcppContext, websocket: WebSocket, charger_id: str) -> None:
     if not CHARGER_ID.match(charger_id):
+        log.info("%r: refused, not a valid charge point id (404)", charger_id[:64])
         await _deny(websocket, 404, "invalid charge point id")
         return
     admitted, lenient = await _admit(context, websocket, charger_id)
