@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 from chargepoint_sim.shim.config import EvInputConfig, EvseConfig
@@ -37,7 +38,7 @@ class ModbusCurrentEvse:
         return min(amps, cfg.max_amps)
 
     def register_value(self, amps: float) -> int:
-        return round(amps * self.cfg.scale)
+        return math.floor(amps * self.cfg.scale + 1e-9)  # never above the limit
 
     async def write(self, amps: float) -> None:
         try:
