@@ -13,14 +13,17 @@ what a benchmark needs, with one task per charger:
 * central-system calls are answered inline by the same task (SetChargingProfile with limit 0 suspends
   the simulated power until ClearChargingProfile; RemoteStopTransaction ends the transaction);
 * after a lost connection it reconnects with jittered exponential back-off, boots again and continues
-  the same transaction (as chargers do), so a server restart can be measured (a reconnect storm).
+  the same transaction (as chargers do), so a server restart can be measured (a reconnect storm);
+* with ``more_urls`` (several central-system processes), charger i first connects to URL i mod n of
+  ``[csms_url, *more_urls]`` and, after a lost connection or a failed connect, moves on to the next
+  one: a killed process's chargers come back on another (cluster failover).
 
 Frames are formatted from precomputed templates; timestamps are RFC 3339 with milliseconds and
 strictly increasing per charger, so back-to-back readings never share a timestamp.
 
 Every call's latency is kept with the time it was sent (seconds since the run began), so a caller can
 take percentiles over any window: the measurement window of a closed-loop run, or the seconds after a
-restart.  Only the URL given is contacted.
+restart.  Only the URLs given are contacted.
 """
 
 from __future__ import annotations
@@ -78,6 +81,13 @@ class LightConfig:
     # central system gave in its BootNotification answer)
     charging_fraction: float = 1.0
     heartbeat_interval_s: float | None = None
+    # further central-system URLs (processes of one cluster): the fleet is spread over all of them, and a
+    # charger that loses its connection (or cannot connect) tries the next URL; () keeps one URL only
+    more_urls: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.csms_url, *self.more_urls)
 
     def __post_init__(self) -> None:
         if self.chargers < 1:
@@ -92,7 +102,7 @@ class LightConfig:
             raise ValueError("charging fraction must be between 0 and 1")
         if self.heartbeat_interval_s is not None and self.heartbeat_interval_s <= 0:
             raise ValueError("heartbeat interval must be > 0")
-        if not self.csms_url.startswith(("ws://", "wss://")):
+        if any(not url.startswith(("ws://", "wss://")) for url in self.urls):
             raise ValueError("the central system URL must start with ws:// or wss://")
         try:
             self.id_pattern.format(n=1)
@@ -222,6 +232,7 @@ class LightCharger:
         "stop_requested",
         "suspended",
         "transaction_id",
+        "url_index",
         "ws",
     )
 
@@ -243,6 +254,16 @@ class LightCharger:
         self.in_call = False
         self.booted_at = -1.0  # seconds since t0 of the last accepted boot
         self.online = False
+        self.url_index = load._index_of_new() % len(load.cfg.urls)  # spread over the URLs
+
+    @property
+    def url(self) -> str:
+        """The central-system URL this charger connects (or is connected) to."""
+        return self.load.cfg.urls[self.url_index]
+
+    def _next_url(self) -> None:
+        """Move on to the next URL (only when there are several)."""
+        self.url_index = (self.url_index + 1) % len(self.load.cfg.urls)
 
     # -- frames ---------------------------------------------------------------------------------------
     def _next_id(self) -> str:
@@ -416,10 +437,11 @@ class LightCharger:
             token = base64.b64encode(f"{self.cid}:{cfg.password}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         self.ws = await connect(
-            f"{cfg.csms_url.rstrip('/')}/{self.cid}",
+            f"{self.url.rstrip('/')}/{self.cid}",
             subprotocols=[Subprotocol("ocpp1.6")],
             additional_headers=headers,
             compression=None,
+            proxy=None,  # only the URL given (and no environment lookups per connection)
             open_timeout=cfg.connect_timeout_s,
             ping_interval=None,
             close_timeout=2,
@@ -458,6 +480,7 @@ class LightCharger:
                 stats.connect_failures += 1
                 if isinstance(exc, InvalidStatus):
                     load.refused[exc.response.status_code] += 1
+                self._next_url()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(cfg.reconnect_max_s, backoff * 2)
                 continue
@@ -471,6 +494,7 @@ class LightCharger:
                 assert self.ws is not None
                 with contextlib.suppress(Exception):
                     await self.ws.close()
+                self._next_url()
             backoff = cfg.reconnect_min_s if self.booted_at >= 0 else backoff
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(cfg.reconnect_max_s, backoff * 2)
@@ -545,6 +569,7 @@ class LightLoad:
     def __init__(self, cfg: LightConfig) -> None:
         self.cfg = cfg
         self.stats = LightStats()
+        self._created = 0
         f = cfg.charging_fraction
         self.chargers = [  # charging ones spread evenly: charger i charges when floor((i+1)f) > floor(if)
             LightCharger(self, cfg.id_pattern.format(n=cfg.first_index + i), int((i + 1) * f) > int(i * f))
@@ -564,6 +589,18 @@ class LightLoad:
         self.rss_kb_held = 0
         self._finish = asyncio.Event()
         self._freezer: asyncio.Task[None] | None = None
+
+    def _index_of_new(self) -> int:
+        """The index of the charger being created (spreads the fleet over the URLs)."""
+        self._created += 1
+        return self._created - 1
+
+    def by_url(self) -> dict[str, list[LightCharger]]:
+        """The chargers by the URL each is connected (or connecting) to."""
+        fleet: dict[str, list[LightCharger]] = {url: [] for url in self.cfg.urls}
+        for charger in self.chargers:
+            fleet[charger.url].append(charger)
+        return fleet
 
     def finish(self) -> None:
         """End the measurement window now (``run`` then stops and reports)."""

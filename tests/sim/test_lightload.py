@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from ocpp.v16 import call as c16
 from typer.testing import CliRunner
 
@@ -190,3 +191,41 @@ def test_cli_light_client_speaks_16_only() -> None:
         app, ["load", "--csms", "ws://127.0.0.1:1/ocpp", "--closed-loop", "--protocol", "2.0.1"]
     )
     assert result.exit_code != 0 and "1.6 only" in result.output
+
+
+async def test_more_urls_spread_the_fleet_and_a_lost_server_s_chargers_move_to_the_next(
+    csms: CsmsDouble,
+) -> None:
+    other = await CsmsDouble().start()
+    try:
+        fleet = LightLoad(_config(csms.url, more_urls=(other.url,), duration_s=30, end_transactions=False))
+        assert {url: [c.cid for c in chargers] for url, chargers in fleet.by_url().items()} == {
+            csms.url: ["LOAD-00001", "LOAD-00003"],
+            other.url: ["LOAD-00002", "LOAD-00004"],
+        }
+        run = asyncio.create_task(fleet.run())
+        await other.wait_count("MeterValues", 10)
+        await csms.wait_count("MeterValues", 10)
+        await csms.stop()  # one process gone: its chargers connect to the other and continue
+        await other.wait_count("BootNotification", 4)
+        after = len(other.messages("MeterValues", "LOAD-00001"))
+        await other.wait_count("MeterValues", len(other.messages("MeterValues")) + 20)
+        fleet.finish()
+        report = await run
+    finally:
+        await other.stop()
+
+    assert report["connections"]["disconnects"] == 2
+    assert [c.url for c in fleet.chargers] == [other.url] * 4
+    assert len(other.messages("MeterValues", "LOAD-00001")) > after
+    for cp_id in ("LOAD-00001", "LOAD-00003"):  # the transaction started at the first server continues
+        assert len(csms.messages("StartTransaction", cp_id)) == 1
+        assert not other.messages("StartTransaction", cp_id)
+        assert {p["transactionId"] for p in other.payloads("MeterValues", cp_id)} == {
+            p["transactionId"] for p in csms.payloads("MeterValues", cp_id)
+        }
+
+
+def test_more_urls_must_be_websocket_urls() -> None:
+    with pytest.raises(ValueError, match="ws://"):
+        LightConfig(csms_url="ws://a/ocpp", more_urls=("http://b/ocpp",))
