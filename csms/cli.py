@@ -230,7 +230,10 @@ def _redacted(settings: Settings) -> str:
 @cli.command("api-key")
 def api_key(
     rotate: Annotated[
-        bool, typer.Option("--rotate", help="Make a new key; the old one stops working.")
+        bool,
+        typer.Option(
+            "--rotate", help="Make a new key; the old one stops working at once, also in a running satwatt."
+        ),
     ] = False,
 ) -> None:
     """Show where the operator API key lives, or make a new one with --rotate."""
@@ -243,11 +246,14 @@ def api_key(
     if not rotate:
         console.print(
             f"Only a digest of the key is kept ({settings.data_dir / API_KEY_HASH_FILE}); "
-            "run `csms api-key --rotate` for a new key (restart satwatt afterwards)."
+            "run `csms api-key --rotate` for a new key (a running satwatt takes it at once)."
         )
         return
     _, key = rotate_api_key(settings.data_dir)
-    console.print("New operator API key (shown once; restart satwatt to use it):")
+    console.print(
+        "New operator API key (shown once; a running satwatt with this data directory takes it at once, "
+        "and the old key no longer works):"
+    )
     print(key)
 
 

@@ -150,6 +150,48 @@ class ApiKey:
         return hmac.compare_digest(_sha256(presented), self._digest)
 
 
+class StoredApiKey(ApiKey):
+    """The key whose digest is kept in the data directory, re-read when the file changes.
+
+    ``csms api-key --rotate`` replaces the file (a new inode); the running server notices on the next
+    operator request (one ``stat``, microseconds) and from then on only the new key matches. A missing or
+    damaged file matches nothing (fail closed) until a new key is made.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int, int] | None = None
+        super().__init__(b"")
+        self._reload()
+
+    def _reload(self) -> None:
+        try:
+            status = self.path.stat()
+            seen = (status.st_ino, status.st_mtime_ns, status.st_size)
+            if seen == self._seen:
+                return
+            digest = bytes.fromhex(self.path.read_text().strip())
+            if len(digest) != hashlib.sha256().digest_size:
+                raise ValueError("not a SHA-256 digest")
+        except (OSError, ValueError) as exc:
+            if self._seen != (0, 0, 0):
+                log.error(
+                    "the API key file %s is unusable (%s): operator requests are refused until "
+                    "`csms api-key --rotate` makes a new key",
+                    self.path,
+                    type(exc).__name__,
+                )
+            self._seen, self._digest = (0, 0, 0), b""
+            return
+        if self._seen is not None:
+            log.info("the operator API key was changed (%s): the previous key no longer works", self.path)
+        self._seen, self._digest = seen, digest
+
+    def matches(self, presented: str) -> bool:
+        self._reload()
+        return bool(self._digest) and super().matches(presented)
+
+
 def generate_api_key() -> str:
     return "sw_" + secrets.token_urlsafe(32)
 
@@ -157,20 +199,22 @@ def generate_api_key() -> str:
 def load_or_create_api_key(data_dir: Path, configured: str | None) -> tuple[ApiKey, str | None]:
     """The API key to check requests against, and the new plain key when one was just generated.
 
-    A configured key (CSMS_API_KEY) wins. Otherwise the digest stored in the data directory is used;
-    on first start a key is generated, only its digest is stored, and the plain key is returned once
-    so that the caller prints it (``csms api-key --rotate`` makes a new one).
+    A configured key (CSMS_API_KEY) wins. Otherwise the digest stored in the data directory is used,
+    and followed (:class:`StoredApiKey`); on first start a key is generated, only its digest is stored,
+    and the plain key is returned once so that the caller prints it (``csms api-key --rotate`` makes a
+    new one, which a running server takes at once).
     """
     if configured:
         return ApiKey.from_plain(configured), None
     path = data_dir / API_KEY_HASH_FILE
-    if path.is_file():
-        text = path.read_text().strip()
-        try:
-            return ApiKey(bytes.fromhex(text)), None
-        except ValueError:
-            raise ValueError(f"{path} is damaged: delete it, or run `csms api-key --rotate`") from None
-    return rotate_api_key(data_dir)
+    if not path.is_file():
+        _, key = rotate_api_key(data_dir)
+        return StoredApiKey(path), key
+    try:
+        bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        raise ValueError(f"{path} is damaged: delete it, or run `csms api-key --rotate`") from None
+    return StoredApiKey(path), None
 
 
 def rotate_api_key(data_dir: Path) -> tuple[ApiKey, str]:

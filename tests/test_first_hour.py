@@ -18,15 +18,37 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 import websockets
+from typer.testing import CliRunner
 
-from tests.conftest import RunningServer
+from csms.app import create_app
+from csms.cli import cli
+from csms.security import ApiKey, load_or_create_api_key
+from csms.server_config import uvicorn_config
+from csms.settings import Settings
+from tests.conftest import ReadyServer, RunningServer
 from tests.ocpp_clients import basic_auth, connect_charger
 from tests.test_ocpp16 import register
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM = str(Path(sys.executable).parent / "chargepoint-sim")
 SIMNET = str(Path(sys.executable).parent / "lightning-simnet")
+
+
+async def start_server_with_key(
+    settings: Settings, api_key: ApiKey
+) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """satwatt as `csms serve` runs it, with the key `csms serve` loads (conftest's takes a plain key)."""
+    app = create_app(settings, api_key)
+    server = ReadyServer(uvicorn_config(app, settings, host="127.0.0.1", port=0, ws_ping_interval=None))
+    task = asyncio.create_task(server.serve())
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait([task, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if not server.ready.is_set():
+        ready.cancel()
+        raise RuntimeError("satwatt did not start listening")
+    return server, task, server.servers[0].sockets[0].getsockname()[1]
 
 
 class _AssetLinks(HTMLParser):
@@ -293,3 +315,31 @@ async def test_a_refused_charger_is_one_info_line_with_its_reason(
     async with connect_charger(server.ocpp_url, "CP-pw", "1.6", "the-right-password-1"):
         pass  # the server's connection tasks of the refusals are long over once this one is through
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_rotated_api_key_works_at_once_and_the_old_one_stops(tmp_path: Path) -> None:
+    """Point 6: `csms api-key --rotate` left the old key working until a restart, though its help said
+    it stops working."""
+    data_dir = tmp_path / "data"
+    old_key_digest, old_key = load_or_create_api_key(data_dir, None)
+    assert old_key is not None
+    settings = Settings(data_dir=data_dir, simnet_port=0, simnet_cars=1)
+    uv_server, task, port = await start_server_with_key(settings, old_key_digest)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def status(key: str) -> int:
+                headers = {"Authorization": f"Bearer {key}"}
+                return (await client.get("/api/v1/chargers", headers=headers)).status_code
+
+            assert await status(old_key) == 200
+            result = CliRunner().invoke(cli, ["api-key", "--rotate"], env={"CSMS_DATA_DIR": str(data_dir)})
+            assert result.exit_code == 0, result.output
+            new_key = result.stdout.strip().splitlines()[-1]
+            assert new_key.startswith("sw_") and new_key != old_key
+            assert await status(new_key) == 200
+            assert await status(old_key) == 401
+            assert "restart" not in result.output
+    finally:
+        uv_server.should_exit = True
+        await asyncio.wait_for(task, 20)
