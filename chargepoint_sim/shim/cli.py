@@ -82,22 +82,25 @@ async def _check(cfg: ShimConfig) -> bool:
     from chargepoint_sim.shim.check import check_board
 
     results = await check_board(cfg)
-    table = Table(title=f"{cfg.charge_point.id}: what the board reads", header_style="bold")
-    for col in ("conn", "meter", "energy", "power", "voltage", "current", "relay", "car", "EVSE limit"):
-        table.add_column(col)
+    out = Console()
     for r in results:
-        table.add_row(
-            str(r.connector_id),
-            r.meter,
-            r.energy,
-            r.power,
-            r.voltage,
-            r.current,
-            r.relay,
-            r.car,
-            r.evse,
+        table = Table(
+            title=f"{cfg.charge_point.id} connector {r.connector_id}", show_header=False, title_justify="left"
         )
-    Console().print(table)
+        table.add_column(style="bold")
+        table.add_column()
+        for name, value in (
+            ("meter", r.meter),
+            ("energy", r.energy),
+            ("power", r.power),
+            ("voltage", r.voltage),
+            ("current", r.current),
+            ("relay", r.relay),
+            ("car", r.car),
+            ("EVSE limit", r.evse),
+        ):
+            table.add_row(name, value)
+        out.print(table)
     bad = [r for r in results if not r.ok]
     for r in bad:
         console.print(f"[red]connector {r.connector_id}:[/] {r.error}", soft_wrap=True)
