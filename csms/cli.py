@@ -79,6 +79,7 @@ class _Server(uvicorn.Server):
         console.print(f"  Point chargers at  [bold]{ws_base}/ocpp/<charge-point-id>[/]  (OCPP 2.0.1 or 1.6J)")
         console.print(f"  REST API           {base}/api/v1   (interactive docs: {base}/docs)")
         console.print(f"  Health             {base}/healthz")
+        console.print(f"  Dashboard          {base}/dashboard   (log in with the operator API key)")
         for line in [*self.banner, *self.config.app.state.banner]:  # type: ignore[attr-defined]
             console.print(line)
         console.print("  Stop with Ctrl-C\n")
@@ -303,6 +304,42 @@ def demo(
     )
     if code:
         raise typer.Exit(code)
+
+
+@cli.command()
+def stickers(
+    charger: Annotated[
+        str | None, typer.Option("--charger", help="Only this charger (default: every registered one).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the stickers.")] = Path("stickers"),
+) -> None:
+    """Write a QR sticker (SVG and PNG) for each connector, pointing at its driver page, for printing."""
+    import asyncio
+
+    from csms.web.stickers import StickerError, base_url, plan, write
+
+    settings = _settings()
+    try:
+        found = asyncio.run(plan(settings, charger))
+    except StickerError as exc:
+        console.print(f"[bold red]no stickers:[/] {exc}")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # no database yet, or not reachable
+        console.print(
+            f"[bold red]no stickers:[/] cannot read the database {_redacted(settings)} "
+            f"({type(exc).__name__}); start satwatt once (csms serve) or run csms migrate"
+        )
+        raise typer.Exit(1) from None
+    if not found:
+        console.print("No registered charger: register one first (POST /api/v1/chargers).")
+        raise typer.Exit(1)
+    for path in write(found, out):
+        console.print(f"wrote {path}")
+    if not settings.public_url:
+        console.print(
+            f"[yellow]The stickers point at {base_url(settings)}:[/] set CSMS_PUBLIC_URL to the address "
+            "phones reach satwatt at, and run this again."
+        )
 
 
 def openapi_document() -> str:

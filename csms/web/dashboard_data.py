@@ -267,7 +267,7 @@ class DashboardData:
             rows.append(
                 ChargerRow(
                     id=charger.id,
-                    online=live is not None,
+                    online=live is not None or charger.connected,  # here, or held by another process
                     protocol=live.version if live is not None else charger.protocol,
                     last_seen=last,
                     connectors=[

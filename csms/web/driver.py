@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from csms.api import sessions as sessions_api
 from csms.api.access import Principal, digest
@@ -69,17 +70,15 @@ def _connector_id(text: str) -> int | None:
     return int(text) if text.isdigit() and 1 <= int(text) <= MAX_CONNECTOR else None
 
 
-async def charger_tariff(service: ChargingService, charger_id: str) -> Tariff:
+async def tariff_of(db: AsyncSession, charger_id: str) -> Tariff:
     """The tariff a charger sells under: its own, else the default one (as settlement prices it)."""
-    async with service.db() as db:
-        assigned = await db.scalar(select(Charger.tariff_id).where(Charger.id == charger_id))
-        rows = {
-            r.id: r
-            for r in await db.scalars(
-                select(TariffRow).where(TariffRow.id.in_([assigned or DEFAULT_TARIFF_ID, DEFAULT_TARIFF_ID]))
-            )
-        }
-    row = rows.get(assigned or DEFAULT_TARIFF_ID) or rows.get(DEFAULT_TARIFF_ID)
+    assigned = await db.scalar(select(Charger.tariff_id).where(Charger.id == charger_id))
+    wanted = assigned or DEFAULT_TARIFF_ID
+    rows = {
+        r.id: r
+        for r in await db.scalars(select(TariffRow).where(TariffRow.id.in_([wanted, DEFAULT_TARIFF_ID])))
+    }
+    row = rows.get(wanted) or rows.get(DEFAULT_TARIFF_ID)
     return Tariff.from_dict(row.definition) if row is not None else DEFAULT_TARIFF
 
 
@@ -117,8 +116,10 @@ async def _connector_page(
             "No such connector",
             f"Charger {charger_id} has no connector {connector_id} (its connectors: {known}).",
         )
-    tariff = await charger_tariff(service, charger_id)
-    online = _registry(request).get(charger_id) is not None
+    async with service.db() as db:
+        tariff = await tariff_of(db, charger_id)
+    where = await _registry(request).whereabouts(charger_id)  # in cluster mode: any process
+    online = where is not None and where.connected
     if not online:
         blocked = "The charger is offline; it cannot start a charge now."
     elif busy is not None:

@@ -31,12 +31,9 @@ class Login:
 
 
 def _secret(request: Request) -> bytes:
-    state = request.app.state
-    secret: bytes | None = getattr(state, "web_login_secret", None)
-    if secret is None:
-        secret = data_secret(state.settings.data_dir, SECRET_FILE)
-        state.web_login_secret = secret
-    return secret
+    """Read from the data directory on each use (a few bytes), so that the processes of one machine
+    (``csms serve --workers``) agree on it even if two created it at once."""
+    return data_secret(request.app.state.settings.data_dir, SECRET_FILE)
 
 
 def _mac(secret: bytes, text: str) -> str:
