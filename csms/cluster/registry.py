@@ -81,9 +81,10 @@ class ClusterRegistry(ConnectionRegistry):
     async def claim(self, charger_id: str, *, connected: bool, protocol: str | None = None) -> None:
         """Own the charger (loading what settlement needs), unless this process already does."""
         if self.ownership.holds(charger_id):
-            if connected:
+            if connected:  # (finds out if another process took it without our release: then claim)
                 await self.ownership.mark(charger_id, connected=True, protocol=protocol)
-            return
+            if self.ownership.holds(charger_id):
+                return
         running = self._claiming.get(charger_id)
         if running is not None:  # a claim for it is under way here: share its outcome
             await asyncio.shield(running)

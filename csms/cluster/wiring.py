@@ -49,7 +49,11 @@ class Cluster:
             await engine.release(charger_id)
             service.forget(charger_id)
 
-        registry.on_claimed = engine.adopt
+        async def claimed(charger_id: str) -> None:
+            service.forget(charger_id)  # anything left from an earlier ownership: the log is the truth
+            await engine.adopt(charger_id)
+
+        registry.on_claimed = claimed
         registry.on_released = released
         OwnerSessions(self.link, registry, engine, service)
         self.payments = ClusterPayments(self.link, registry, engine)

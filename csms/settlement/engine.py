@@ -349,7 +349,9 @@ class SettlementEngine:
     # ------------------------------------------------------------------ ownership (cluster mode)
     async def adopt(self, charger_id: str) -> None:
         """This process now owns ``charger_id``: load its sessions' settlement and redo their pending
-        actions (the previous owner let its writes commit before letting go)."""
+        actions (the previous owner let its writes commit before letting go). Whatever this process still
+        held of them (from an ownership lost without a release) is dropped first: the log is the truth."""
+        self._forget({n for n, entry in self._open.items() if entry.charger_id == charger_id})
         numbers = await self._load_open(charger_id)
         for number in numbers:
             if await self._load_outbox(number):
@@ -369,6 +371,9 @@ class SettlementEngine:
             await self.writer.barrier()
             if not any(n in numbers for n, _lane in self._draining):
                 break
+        self._forget(numbers)
+
+    def _forget(self, numbers: set[int]) -> None:
         for number in numbers:
             entry = self._open.pop(number, None)
             if entry is not None:
@@ -1036,7 +1041,9 @@ class SettlementEngine:
         while True:
             pending: deque[tuple[NodeInvoice, asyncio.Task[None] | None]] = deque()
             try:
-                async for invoice in self.backend.invoice_updates(self.cursor):
+                async for invoice in self.backend.invoice_updates(
+                    self.cursor, on_subscribed=self._stream_subscribed
+                ):
                     self.stream_connected.set()
                     delay = 1.0
                     task = None
@@ -1059,6 +1066,14 @@ class SettlementEngine:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
             await self.reconcile()
+
+    def _stream_subscribed(self, subscribed: bool) -> None:
+        """The node's invoice subscription is open (or not): /healthz and /metrics say so, also while
+        no invoice comes (an idle satwatt after a restart)."""
+        if subscribed:
+            self.stream_connected.set()
+        else:
+            self.stream_connected.clear()
 
     async def _retire(
         self, pending: deque[tuple[NodeInvoice, asyncio.Task[None] | None]], *, wait: bool
