@@ -149,6 +149,11 @@ class ApiKey:
     def matches(self, presented: str) -> bool:
         return hmac.compare_digest(_sha256(presented), self._digest)
 
+    def digest(self) -> bytes:
+        """The digest presented keys are checked against now (empty: none matches); other credentials
+        made from the key, such as a dashboard login, are tied to it so that a new key ends them."""
+        return self._digest
+
 
 class StoredApiKey(ApiKey):
     """The key whose digest is kept in the data directory, re-read when the file changes.
@@ -190,6 +195,10 @@ class StoredApiKey(ApiKey):
     def matches(self, presented: str) -> bool:
         self._reload()
         return bool(self._digest) and super().matches(presented)
+
+    def digest(self) -> bytes:
+        self._reload()
+        return self._digest
 
 
 def generate_api_key() -> str:

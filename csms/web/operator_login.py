@@ -31,9 +31,14 @@ class Login:
 
 
 def _secret(request: Request) -> bytes:
-    """Read from the data directory on each use (a few bytes), so that the processes of one machine
-    (``csms serve --workers``) agree on it even if two created it at once."""
-    return data_secret(request.app.state.settings.data_dir, SECRET_FILE)
+    """The signing key of logins: the server secret (read from the data directory on each use, a few
+    bytes, so that the processes of one machine agree on it even if two created it at once) bound to the
+    operator key's digest, so that ``csms api-key --rotate`` ends every login made with the old key."""
+    key_digest: bytes = request.app.state.api_key.digest()
+    if not key_digest:
+        return b""
+    server = data_secret(request.app.state.settings.data_dir, SECRET_FILE)
+    return hmac.new(server, key_digest, hashlib.sha256).digest()
 
 
 def _mac(secret: bytes, text: str) -> str:
@@ -68,6 +73,8 @@ def current(request: Request) -> Login | None:
         return None
     issued, nonce, mac = parts
     secret = _secret(request)
+    if not secret:  # no usable operator key: nobody is logged in
+        return None
     if not hmac.compare_digest(mac, _mac(secret, f"{issued}.{nonce}")):
         return None
     if not 0 <= time.time() - int(issued) <= MAX_AGE_S:

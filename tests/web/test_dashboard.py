@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from csms.security import ApiKey
 from tests.conftest import RunningServer
 from tests.demo.conftest import car, until
 
@@ -102,3 +103,17 @@ async def test_dashboard_shows_chargers_sessions_and_totals_and_stops_a_session(
     # logging out ends the login
     out = await browser_client.post("/dashboard/logout", data={"csrf": csrf})
     assert out.status_code == 303 and 'sw_operator=""' in out.headers["set-cookie"]
+
+
+async def test_a_new_operator_key_ends_the_logins_made_with_the_old_one(
+    server: RunningServer, browser_client: httpx.AsyncClient
+) -> None:
+    await log_in(browser_client, server.api_key)
+    old_key = server.app.state.api_key
+    server.app.state.api_key = ApiKey.from_plain("sw_the-new-key")  # as `csms api-key --rotate` does
+    try:
+        page = await browser_client.get("/dashboard")
+        assert 'id="key"' in page.text and 'id="live"' not in page.text
+        assert (await browser_client.get("/dashboard/live")).status_code == 401
+    finally:
+        server.app.state.api_key = old_key
