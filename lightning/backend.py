@@ -7,7 +7,7 @@ Backends: :class:`lightning.lnd.LndBackend` (a real LND over gRPC, also used aga
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -131,9 +131,13 @@ class Backend(Protocol):
 
     async def lookup_invoice(self, payment_hash: bytes) -> Invoice: ...
 
-    def invoice_updates(self, cursor: InvoiceCursor) -> AsyncIterator[Invoice]:
+    def invoice_updates(
+        self, cursor: InvoiceCursor, *, on_subscribed: Callable[[bool], None] | None = None
+    ) -> AsyncIterator[Invoice]:
         """Adds and settles after ``cursor`` (index > cursor; 0 = from the very beginning), then
         live; survives node restarts and outages (resumes itself from what it yielded).
+        ``on_subscribed`` is told True while the node's subscription is open (an idle node sends
+        nothing for a long time) and False when it drops.
 
         Each invoice event is yielded once: an add as the invoice stands when replayed (OPEN, or
         ACCEPTED/CANCELED; an invoice settled meanwhile comes only as its settle), a settle with

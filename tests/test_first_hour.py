@@ -343,3 +343,35 @@ async def test_a_rotated_api_key_works_at_once_and_the_old_one_stops(tmp_path: P
     finally:
         uv_server.should_exit = True
         await asyncio.wait_for(task, 20)
+
+
+async def _stream_state(client: httpx.AsyncClient) -> tuple[bool, str, str]:
+    health = (await client.get("/healthz")).json()
+    metrics = (await client.get("/metrics")).text
+    up = re.search(r"^satwatt_invoice_stream_up (\d)$", metrics, re.M)
+    assert up is not None
+    return health["lightning"]["invoice_stream"], up.group(1), health["status"]
+
+
+async def _until_stream(client: httpx.AsyncClient, wanted: bool, deadline_s: float = 30) -> None:
+    async with asyncio.timeout(deadline_s):
+        while True:
+            subscribed, up, _ = await _stream_state(client)
+            if subscribed is wanted and up == str(int(wanted)):
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_the_invoice_stream_is_up_while_subscribed_also_when_idle(server: RunningServer) -> None:
+    """Point 7: an idle satwatt (no invoice since its start) said invoice_stream: false and
+    satwatt_invoice_stream_up 0 with status "ok", though it was subscribed to the node."""
+    simnet = server.app.state.lightning.simnet
+    async with server.api(key=None) as client:
+        await _until_stream(client, True)  # no invoice was ever made on this node
+        assert (await _stream_state(client))[2] == "ok"
+        await simnet.begin_outage()  # the node goes away: the subscription drops
+        try:
+            await _until_stream(client, False)
+        finally:
+            await simnet.end_outage()
+        await _until_stream(client, True)  # and is back, still without any invoice

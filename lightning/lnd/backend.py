@@ -399,8 +399,14 @@ class LndBackend:
             offset = last
 
     # ---- invoice stream --------------------------------------------------------------------------
-    async def invoice_updates(self, cursor: InvoiceCursor) -> AsyncIterator[Invoice]:
+    async def invoice_updates(
+        self, cursor: InvoiceCursor, *, on_subscribed: Callable[[bool], None] | None = None
+    ) -> AsyncIterator[Invoice]:
         """See :meth:`lightning.backend.Backend.invoice_updates`.
+
+        ``on_subscribed(True)`` once a SubscribeInvoices call is open on a connected channel (an idle
+        node sends nothing, not even headers, so this is what "subscribed" can mean), ``False`` when
+        it ends or fails (the stream then retries by itself).
 
         LND replays "index > n" atomically with the live stream, but treats 0 as "no backlog". So
         while an index is 0, the backend reads the history with ListInvoices first (the unsettled
@@ -440,6 +446,11 @@ class LndBackend:
                     metadata=self._macaroon.metadata,
                 )
                 rescan = sub_add == 0 or sub_settle == 0
+                subscribed = (
+                    asyncio.create_task(self._report_subscribed(stream, on_subscribed))
+                    if on_subscribed is not None
+                    else None
+                )
                 try:
                     async for msg in stream:
                         if attempt:
@@ -483,6 +494,10 @@ class LndBackend:
                             yield invoice
                 finally:
                     stream.cancel()  # stop the server-side stream now, not at garbage collection
+                    if subscribed is not None:
+                        subscribed.cancel()
+                    if on_subscribed is not None:
+                        on_subscribed(False)
                 raise BackendUnavailable("invoice subscription ended by the node")
             except grpc.aio.AioRpcError as exc:
                 err = map_rpc_error(exc)
@@ -494,6 +509,16 @@ class LndBackend:
             except BackendUnavailable as err:
                 await self._stream_backoff(err, "SubscribeInvoices", attempt)
                 attempt += 1
+
+    async def _report_subscribed(self, stream: Any, on_subscribed: Callable[[bool], None]) -> None:
+        """Tell ``on_subscribed`` once the channel carrying ``stream`` is connected and the call is
+        still open."""
+        channel = self._channel
+        if channel is None:
+            return
+        await channel.channel_ready()
+        if not stream.done():  # (a call that fails later reports False from invoice_updates)
+            on_subscribed(True)
 
     async def current_cursor(self) -> InvoiceCursor:
         """The node's latest add and settle indexes: start ``invoice_updates`` here to skip history.
