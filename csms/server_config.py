@@ -12,6 +12,13 @@ from csms.settings import Settings
 from csms.ws_logging import install_websocket_log_filters
 
 
+def websocket_frame_cap(settings: Settings) -> int:
+    """The hard cap on a websocket frame: 4 x CSMS_OCPP_MAX_MESSAGE_BYTES, at least 1 MiB. Frames
+    between CSMS_OCPP_MAX_MESSAGE_BYTES and this cap get a CALLERROR; a larger one closes the connection
+    with 1009 (message too big) before it is read into memory."""
+    return max(4 * settings.ocpp_max_message_bytes, 1 << 20)
+
+
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The uvicorn configuration for ``settings`` (``overrides`` for tests and the demo).
 
@@ -29,9 +36,7 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "port": settings.port,
         "http": http_protocol,
         "ws": ws_protocol,
-        # frames between CSMS_OCPP_MAX_MESSAGE_BYTES and this hard cap get a CALLERROR; above it the
-        # websocket layer closes the connection (1009) before the frame is read into memory
-        "ws_max_size": max(4 * settings.ocpp_max_message_bytes, 1 << 20),
+        "ws_max_size": websocket_frame_cap(settings),
         "ws_ping_interval": settings.ocpp_ping_interval_s or None,
         "ws_ping_timeout": settings.ocpp_ping_interval_s or None,
         "log_level": settings.log_level.lower(),

@@ -87,7 +87,8 @@ class Settings(BaseSettings):
         default=65536,
         ge=1024,
         le=16 * 1024 * 1024,
-        description="Largest OCPP-J frame accepted; larger frames are refused with a CALLERROR.",
+        description="Largest OCPP-J frame accepted; larger frames are refused with a CALLERROR, up to a "
+        "hard cap of 4x this (at least 1 MiB) above which the connection is closed with 1009.",
     )
     ocpp_call_timeout_s: int = Field(
         default=30, ge=1, le=600, description="How long satwatt waits for a charger's answer to a call."

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from csms.app import create_app
 from csms.cli import cli
 from csms.security import ApiKey, load_or_create_api_key
-from csms.server_config import uvicorn_config
+from csms.server_config import uvicorn_config, websocket_frame_cap
 from csms.settings import Settings
 from tests.conftest import ReadyServer, RunningServer
 from tests.ocpp_clients import basic_auth, connect_charger
@@ -375,3 +375,31 @@ async def test_the_invoice_stream_is_up_while_subscribed_also_when_idle(server: 
         finally:
             await simnet.end_outage()
         await _until_stream(client, True)  # and is back, still without any invoice
+
+
+async def test_frames_above_the_hard_cap_close_with_1009_and_are_logged(
+    server: RunningServer, api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Point 8: frames above CSMS_OCPP_MAX_MESSAGE_BYTES get a CALLERROR, but above the websocket's hard
+    cap the connection was closed with 1009 and satwatt's log said nothing."""
+    cap = websocket_frame_cap(server.settings)
+    assert server.settings.ocpp_max_message_bytes < 100_000 < cap < 5_000_000
+    await register(api, "CP-big")
+    async with websockets.connect(
+        f"{server.ocpp_url}/CP-big", subprotocols=["ocpp2.0.1"], max_size=None  # type: ignore[list-item]
+    ) as connection:
+        await connection.send(json.dumps([2, "m1", "Heartbeat", {"pad": "x" * 100_000}]))
+        answer = json.loads(await asyncio.wait_for(connection.recv(), 10))
+        assert answer[:3] == [4, "m1", "FormatViolation"]  # the documented CALLERROR, connection open
+        await connection.send(json.dumps([2, "m2", "Heartbeat", {"pad": "x" * 5_000_000}]))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(connection.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    wanted = f"CP-big: connection closed with 1009: a frame exceeded the hard cap of {cap} bytes"
+    async with asyncio.timeout(10):  # the server's connection task logs it as it ends
+        while True:
+            records = [r for r in caplog.records if wanted in r.getMessage()]
+            if records:
+                break
+            await asyncio.sleep(0.02)
+    assert records[0].levelno == logging.WARNING

@@ -24,6 +24,7 @@ from csms.ocpp.schemas import SUBPROTOCOLS
 from csms.ocpp.v16 import V16Adapter
 from csms.ocpp.v201 import V201Adapter
 from csms.security import PasswordVerifier, client_certificate_cn
+from csms.server_config import websocket_frame_cap
 from csms.settings import Settings
 
 log = logging.getLogger("csms.ocpp.server")
@@ -182,6 +183,13 @@ async def ocpp_endpoint(context: OcppContext, websocket: WebSocket, charger_id: 
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                if message.get("code") == 1009:
+                    log.warning(
+                        "%s: connection closed with 1009: a frame exceeded the hard cap of %d bytes "
+                        "(4 x CSMS_OCPP_MAX_MESSAGE_BYTES, at least 1 MiB)",
+                        charger_id,
+                        websocket_frame_cap(settings),
+                    )
                 break
             connection.last_message_at = datetime.now(UTC)
             text = message.get("text")
