@@ -31,6 +31,7 @@ from csms import jsoncodec
 
 log = logging.getLogger("csms.cluster")
 
+CONNECT_TIMEOUT_S = 10
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
@@ -83,20 +84,22 @@ class ClusterLink:
 
     async def start(self) -> None:
         servers = [url.strip() for url in self.url.split(",")]
-        try:
-            self.nc = await nats.connect(
-                servers=servers,
-                name=self.process_id,
-                connect_timeout=5,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                error_cb=self._error,
-                disconnected_cb=self._disconnected,
-                reconnected_cb=self._reconnected,
-            )
-        except (OSError, nats.errors.Error) as exc:
-            raise ClusterError("unreachable", f"cannot reach NATS at {self.url}: {exc}") from None
+        try:  # bounded: the client would keep retrying the first connection for ever
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                self.nc = await nats.connect(
+                    servers=servers,
+                    name=self.process_id,
+                    connect_timeout=5,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=self._error,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                )
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            reason = str(exc) or f"no answer within {CONNECT_TIMEOUT_S} s"
+            raise ClusterError("unreachable", f"cannot reach NATS at {self.url}: {reason}") from None
         js = self.nc.jetstream()
         try:
             self.processes = await self._bucket(js, "processes", ttl=self.lease_s)
