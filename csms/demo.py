@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from rich.text import Text
 from chargepoint_sim import ChargePoint, ChargePointOptions, ChargerSpec, create_charge_point
 from chargepoint_sim.payer import PayerAgent, PayerMode, PayerStats, SessionNotFound
 from csms.server_config import uvicorn_config
+from lightning import LightningError
 from lightning.lnd import LndBackend
 from lightning.lnd.config import LndConfig
 
@@ -57,6 +59,11 @@ DEMO_TARIFF: dict[str, Any] = {
     "invoice_expiry_s": 120,
 }
 NON_PAYER_STOPS_AFTER_WH = 50
+#: DEMO-1's second connector is kept for a person with a browser (the driver page): a car stays plugged in
+#: there, and the demo's stand-in for their wallet pays what the page shows (the first invoice after this
+#: delay, so that its QR code can be seen).
+VISITOR_CONNECTOR = 2
+VISITOR_PAYS_AFTER_S = 3.0
 EV_BY_LANE = ("suv", "sedan")
 
 
@@ -197,7 +204,7 @@ class Demo:
             host=options.host,
             port=self.port,
             simnet_port=0,
-            simnet_cars=options.chargers,
+            simnet_cars=options.chargers + 1,  # a car per lane, and the visitor's wallet
             settlement_tick_ms=200,
             meter_sample_interval_s=1,
             heartbeat_interval_s=60,
@@ -238,6 +245,7 @@ class Demo:
         self._banner()
         self.started = time.monotonic()
         lanes = [asyncio.create_task(self._lane(i)) for i in range(1, self.options.chargers + 1)]
+        visitor = asyncio.create_task(self._visitor())
         view = asyncio.create_task(self._view())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), self.options.duration_s)
@@ -245,8 +253,10 @@ class Demo:
         # cars leave: their transactions end and their final invoices get paid
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*lanes, return_exceptions=True), 25)
-        for task in lanes:
+        for task in [*lanes, visitor]:
             task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await visitor
         failures = [t.exception() for t in lanes if t.done() and not t.cancelled() and t.exception()]
         for exc in failures:
             log.error("a demo lane failed: %r", exc)
@@ -278,6 +288,7 @@ class Demo:
                 cp = create_charge_point(
                     ChargePointOptions(
                         id=charger_id,
+                        connectors=VISITOR_CONNECTOR if lane == 1 else 1,
                         csms_url=f"ws://127.0.0.1:{self.port}/ocpp",
                         protocol=protocol,
                         password=password,
@@ -304,6 +315,9 @@ class Demo:
             f"{self.options.chargers} simulated chargers (OCPP 1.6J and 2.0.1), "
             "cars paying over a simulated Lightning network",
             f"  REST API and docs   {base}/docs   (operator key: {self.key})",
+            f"  Dashboard           {base}/dashboard   (log in with the operator key)",
+            f"  Driver page         {base}/c/DEMO-1/{VISITOR_CONNECTOR}   (start a charge from a browser; "
+            "the demo's wallet pays what the page shows)",
             f"  Point a charger at  ws://127.0.0.1:{self.port}/ocpp/<charge-point-id>  "
             "(register it first: POST /api/v1/chargers)",
             f"  Lightning simnet    {simnet.address if simnet else 'n/a'}",
@@ -407,6 +421,57 @@ class Demo:
                 self.note(f"{cp.id}: {car}'s payer agent failed: {task.exception()!r}")
         finally:
             await backend.close()
+
+    async def _visitor(self) -> None:
+        """DEMO-1's second connector, for a person with a browser: a car stays plugged in, and walk-up
+        sessions started there from the driver page are paid from the visitor's simnet node (the demo's
+        stand-in for their phone's wallet) a few seconds after each invoice appears."""
+        cp = self.cps[0]
+        node = f"car{self.options.chargers + 1}"
+        backend = LndBackend(LndConfig.from_simnet(self.app.state.lightning.simnet, node), name=node)
+        paid: set[str] = set()
+        replugged: set[str] = set()
+        try:
+            await cp.plug_in(VISITOR_CONNECTOR, ev="suv", soc=self.rng.uniform(0.2, 0.4))
+            async with self.api() as api:
+                while not self.stop.is_set():
+                    listed = await api.get("/api/v1/sessions", params={"charger_id": cp.id, "limit": 10})
+                    for session in listed.json() if listed.status_code == 200 else []:
+                        if session["connector_id"] != VISITOR_CONNECTOR or not session["sold"]:
+                            continue
+                        if session["state"] == "ended":
+                            if session["id"] not in replugged:  # the visitor left: the next car arrives
+                                replugged.add(session["id"])
+                                await cp.unplug(VISITOR_CONNECTOR)
+                                await cp.plug_in(VISITOR_CONNECTOR, ev="suv", soc=self.rng.uniform(0.2, 0.4))
+                            continue
+                        await self._pay_visitor(api, backend, session["id"], paid)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), 1.0)
+        finally:
+            await backend.close()
+
+    async def _pay_visitor(
+        self, api: httpx.AsyncClient, backend: LndBackend, session_id: str, paid: set[str]
+    ) -> None:
+        invoices = await api.get(f"/api/v1/sessions/{session_id}/invoices")
+        now = datetime.now(UTC)
+        for index, invoice in enumerate(invoices.json() if invoices.status_code == 200 else []):
+            # the first invoice waits a moment (the visitor sees its QR code), the others are paid at once
+            wait_s = VISITOR_PAYS_AFTER_S if index == 0 else 0.0
+            due = datetime.fromisoformat(invoice["created_at"]) + timedelta(seconds=wait_s)
+            if invoice["status"] != "open" or not invoice["bolt11"] or invoice["key"] in paid:
+                continue
+            if (due if due.tzinfo else due.replace(tzinfo=UTC)) > now:
+                continue
+            paid.add(invoice["key"])
+            try:
+                await backend.pay_invoice(invoice["bolt11"], fee_limit_msat=10_000, timeout_s=25)
+                self.note(
+                    f"{self.cps[0].id}: the visitor's wallet paid {invoice['amount_msat'] / 1000:g} sat"
+                )
+            except LightningError as exc:
+                self.note(f"{self.cps[0].id}: the visitor's wallet could not pay: {exc}")
 
     def _on_event(self, visit: Visit, kind: str, data: dict[str, Any]) -> None:
         who = f"{visit.charger_id} ({visit.protocol}) {visit.car}"

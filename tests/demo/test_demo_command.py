@@ -31,6 +31,8 @@ def test_demo_runs_and_reports_sats_paid_and_a_suspension(tmp_path: Path) -> Non
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "Demo summary" in done.stdout and "/docs" in done.stdout, output
+    assert re.search(r"Dashboard\s+http://127\.0\.0\.1:\d+/dashboard", done.stdout), output
+    assert re.search(r"Driver page\s+http://127\.0\.0\.1:\d+/c/DEMO-1/2", done.stdout), output
     summary = done.stdout[done.stdout.index("Demo summary") :]
     paid = re.search(r"sats paid\s+(\d+) \((\d+) invoices", summary)
     suspensions = re.search(r"suspensions\s+(\d+)", summary)

@@ -46,7 +46,7 @@ async def test_driver_charges_from_the_sticker_and_the_operator_stops_it_from_th
         # the invoice as a QR code (a lightning: URI), with its text to copy
         await expect(driver.locator("#state")).to_have_attribute("data-state", "awaiting_payment")
         await expect(driver.locator("#invoice-qr")).to_be_visible()
-        await driver.wait_for_function("document.getElementById('invoice-qr').naturalWidth > 0")
+        await driver.wait_for_function("() => document.getElementById('invoice-qr').naturalWidth > 0")
         bolt11 = await driver.locator("#bolt11").input_value()
         assert bolt11.startswith("lnbcrt")
         assert await driver.locator("#invoice-link").get_attribute("href") == f"lightning:{bolt11}"
