@@ -403,3 +403,30 @@ async def test_frames_above_the_hard_cap_close_with_1009_and_are_logged(
                 break
             await asyncio.sleep(0.02)
     assert records[0].levelno == logging.WARNING
+
+
+async def test_a_bad_body_names_the_body_and_says_to_send_json(server: RunningServer) -> None:
+    """Point 9: a malformed JSON body named "field": "27" (a character offset); a body without a
+    content type did not say to send JSON."""
+    async with server.api() as client:
+        json_type = {"content-type": "application/json"}
+        broken = b'{"id": "CP-1", "password": }'
+        malformed = await client.post("/api/v1/chargers", content=broken, headers=json_type)
+        assert malformed.status_code == 422
+        assert malformed.json()["errors"] == [
+            {"field": "(body)", "message": "not valid JSON: Expecting value at character 27"}
+        ]
+        cases: list[tuple[dict[str, str], str]] = [
+            ({}, "no Content-Type"),
+            ({"content-type": "text/plain"}, "Content-Type: text/plain"),
+        ]
+        for headers, sent in cases:
+            untyped = await client.post("/api/v1/chargers", content=b'{"id": "CP-1"}', headers=headers)
+            assert untyped.status_code == 422
+            (error,) = untyped.json()["errors"]
+            assert error["field"] == "(body)" and "Content-Type: application/json" in error["message"]
+            assert sent in error["message"]
+        empty = await client.post("/api/v1/chargers", headers=json_type)
+        assert empty.json()["errors"] == [{"field": "(body)", "message": "a JSON body is required"}]
+        wrong_type = await client.post("/api/v1/chargers", json={"id": 5})
+        assert wrong_type.json()["errors"][0]["field"] == "id"  # real fields are still named

@@ -76,6 +76,31 @@ def _field(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(body)"
 
 
+def _validation_error(error: dict[str, Any], content_type: str | None) -> dict[str, str]:
+    """One entry of ``errors``: the field a validation error is about, and what to do.
+
+    FastAPI locates a JSON syntax error at ("body", <character offset>), which is no field: it is the
+    body's, with the offset in the message. A body that is not sent as JSON (no Content-Type, or
+    another) is not parsed at all: say to send JSON rather than that a dictionary was expected.
+    """
+    location = tuple(error.get("loc", ()))
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "json_invalid":
+        position = location[1] if len(location) > 1 and isinstance(location[1], int) else None
+        reason = str((error.get("ctx") or {}).get("error", "")).strip() or "JSON decode error"
+        where = f" at character {position}" if position is not None else ""
+        return {"field": "(body)", "message": f"not valid JSON: {reason}{where}"}
+    if location == ("body",) and "json" not in (content_type or "").lower():
+        sent = f"Content-Type: {content_type}" if content_type else "no Content-Type"
+        return {
+            "field": "(body)",
+            "message": f"send the body as JSON with Content-Type: application/json (this request had {sent})",
+        }
+    if location == ("body",) and error.get("type") == "missing":
+        return {"field": "(body)", "message": "a JSON body is required"}
+    return {"field": _field(location), "message": message}
+
+
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -99,11 +124,9 @@ def install(app: FastAPI) -> None:
         return problem_response(exc.status, exc.title, exc.detail, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg", "invalid"))}
-            for e in exc.errors()
-        ]
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type")
+        errors = [_validation_error(dict(e), content_type) for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(422, "Invalid request", detail, errors=errors)
 
