@@ -20,8 +20,10 @@ import httpx
 import pytest
 import uvicorn
 import websockets
+from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
+from csms.api.schemas import CommandBody
 from csms.app import create_app
 from csms.cli import cli
 from csms.security import ApiKey, load_or_create_api_key
@@ -430,3 +432,13 @@ async def test_a_bad_body_names_the_body_and_says_to_send_json(server: RunningSe
         assert empty.json()["errors"] == [{"field": "(body)", "message": "a JSON body is required"}]
         wrong_type = await client.post("/api/v1/chargers", json={"id": 5})
         assert wrong_type.json()["errors"][0]["field"] == "id"  # real fields are still named
+
+
+def test_every_command_body_in_the_readme_is_one_the_api_takes() -> None:
+    """Point 9: remote_stop's body was not in the README; each command body shown there must validate."""
+    bodies = re.findall(r"POST /api/v1/chargers/CP-1/commands (\{.*?\})`", _readme().replace("\n   ", " "))
+    commands = {json.loads(body.replace('"<its id>"', '"s_1"'))["command"] for body in bodies}
+    assert {"remote_start", "remote_stop"} <= commands
+    adapter: TypeAdapter[Any] = TypeAdapter(CommandBody)
+    for body in bodies:
+        adapter.validate_python(json.loads(body.replace('"<its id>"', '"s_1"')))
