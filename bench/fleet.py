@@ -41,6 +41,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -144,11 +145,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await recreate_database(args.database_url)
             await migrate(args.database_url, tree)
         extra = {} if args.passwords else {"CSMS_REQUIRE_CHARGER_PASSWORD": "false"}
+        if args.unregistered:
+            extra["CSMS_ALLOW_UNKNOWN_CHARGERS"] = "true"
+        result["config"]["registered"] = not args.unregistered
         if args.pending_per_address is not None:
             extra["CSMS_MAX_PENDING_CONNECTIONS_PER_ADDRESS"] = str(args.pending_per_address)
         result["config"]["max_pending_connections_per_address"] = args.pending_per_address
         extra.update(args.server_env)
-        server = SatwattServer(Path(tmp) / "data", free_port(), args.database_url, env_extra=extra, tree=tree)
+        launcher = ["-m", "csms"]
+        if args.tracemalloc:
+            launcher = [str(BENCH / "traced_serve.py")]
+            extra.update(PYTHONTRACEMALLOC=str(args.tracemalloc), CSMS_TRACEMALLOC_DIR=str(Path(tmp) / "tm"))
+        server = SatwattServer(
+            Path(tmp) / "data", free_port(), args.database_url, env_extra=extra, tree=tree, launcher=launcher
+        )
         await server.start()
         try:
             await fleet(server, args, result)
@@ -164,9 +174,9 @@ async def fleet(server: SatwattServer, args: argparse.Namespace, result: dict[st
     n = args.chargers
     async with operator(server.http) as client:
         started = time.perf_counter()
-        await register_chargers(
-            client, charger_ids(n), CHARGER_PASSWORD if args.passwords else None, args.register_concurrency
-        )
+        if not args.unregistered:
+            password = CHARGER_PASSWORD if args.passwords else None
+            await register_chargers(client, charger_ids(n), password, args.register_concurrency)
         result["registration_s"] = round(time.perf_counter() - started, 1)
         log(f"registered {n} chargers in {result['registration_s']} s")
         payer = await create_payer(client, [ID_TAG])
@@ -185,6 +195,8 @@ async def fleet(server: SatwattServer, args: argparse.Namespace, result: dict[st
             )
         await asyncio.sleep(2)
         rss_idle = rss_kb(server.pid)
+        if args.tracemalloc:
+            await traced_snapshot(server, 1)
 
         cfg = LightConfig(
             csms_url=server.ocpp,
@@ -231,6 +243,11 @@ async def fleet(server: SatwattServer, args: argparse.Namespace, result: dict[st
             await asyncio.sleep(args.duration / 2)
             rss_held = rss_kb(server.pid)
             online_at_rss = load.online()
+            if args.tracemalloc:
+                await traced_snapshot(server, 2)
+                result["tracemalloc"] = await asyncio.to_thread(
+                    traced_diff, Path(server.env()["CSMS_TRACEMALLOC_DIR"]), online_at_rss
+                )
             await asyncio.sleep(args.duration / 2)
             w1, cpu1 = stats.now(), cpu_s(server.pid)
             steady = stats.window(w0, w1)
@@ -277,6 +294,46 @@ async def fleet(server: SatwattServer, args: argparse.Namespace, result: dict[st
             await load.stop()
         result["inbound_calls"] = dict(stats.inbound_calls)
         result["suspensions"] = stats.suspensions
+
+
+async def traced_snapshot(server: SatwattServer, n: int, timeout_s: float = 120.0) -> None:
+    """SIGUSR1 to bench/traced_serve.py, then wait for its snapshot-<n>.pickle."""
+    out = Path(server.env()["CSMS_TRACEMALLOC_DIR"]) / f"snapshot-{n}.pickle"
+    assert server.process is not None
+    server.process.send_signal(signal.SIGUSR1)
+    if not await wait_until(out.exists, timeout_s):
+        raise RuntimeError(f"no tracemalloc snapshot {out} after {timeout_s} s")
+
+
+def traced_diff(directory: Path, connected: int) -> dict[str, Any]:
+    """Where the memory allocated between the two snapshots (idle, N connected) is, per charger."""
+    import tracemalloc
+
+    before = tracemalloc.Snapshot.load(str(directory / "snapshot-1.pickle"))
+    after = tracemalloc.Snapshot.load(str(directory / "snapshot-2.pickle"))
+    per = max(1, connected)
+
+    def rows(key: str, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for stat in after.compare_to(before, key)[:limit]:
+            frames = [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in stat.traceback]
+            out.append(
+                {
+                    "where": frames[0] if key != "traceback" else frames[:8],
+                    "bytes_per_charger": round(stat.size_diff / per),
+                    "objects_per_charger": round(stat.count_diff / per, 2),
+                }
+            )
+        return out
+
+    total = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    return {
+        "connected": connected,
+        "traced_bytes_per_charger": round(total / per),
+        "by_file": rows("filename", 20),
+        "by_line": rows("lineno", 30),
+        "by_traceback": rows("traceback", 15),
+    }
 
 
 async def storm(server: SatwattServer, load: LightLoad, args: argparse.Namespace) -> dict[str, Any]:
@@ -441,6 +498,13 @@ def main() -> None:
         "registration and per first connection",
     )
     parser.add_argument(
+        "--unregistered",
+        action="store_true",
+        help="do not register the chargers (CSMS_ALLOW_UNKNOWN_CHARGERS=true; no passwords): saves the "
+        "registration (minutes at 10,000); satwatt adds a charger's row at its first connection, which it "
+        "also does (insert-if-missing) for a registered one",
+    )
+    parser.add_argument(
         "--allowance-wh",
         type=int,
         default=100_000,
@@ -480,6 +544,15 @@ def main() -> None:
         help="py-spy record this many seconds of the server in the steady window and from the storm's "
         "restart (summary in the JSON; py-spy in the venv, not a project dependency)",
     )
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="run the server under tracemalloc (bench/traced_serve.py, FRAMES frames per allocation) and "
+        "report where the memory between 0 and N connected went; slows the server: for the where, not "
+        "the how much",
+    )
     parser.add_argument("--register-concurrency", type=int, default=4, help="parallel registration requests")
     parser.add_argument("--satwatt-rev", metavar="REV", help="run satwatt as committed at this git revision")
     parser.add_argument(
@@ -490,6 +563,8 @@ def main() -> None:
         parser.error("--chargers must be >= 1, --duration and --interval > 0")
     if not 0.0 <= args.charging_fraction <= 1.0:
         parser.error("--charging-fraction must be between 0 and 1")
+    if args.unregistered:
+        args.passwords = False
     if args.ramp is None:
         args.ramp = max(5.0, args.chargers / 100)
     result = asyncio.run(run(args))

@@ -41,6 +41,7 @@ class SatwattServer:
     database_url: str | None = None
     env_extra: dict[str, str] = field(default_factory=dict)
     tree: Path = REPO  # the source tree whose csms runs (see export_revision)
+    launcher: list[str] = field(default_factory=lambda: ["-m", "csms"])  # python <launcher> serve
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -81,8 +82,7 @@ class SatwattServer:
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "csms",
+                *self.launcher,
                 "serve",
                 cwd=self.tree,
                 env=self.env(),

@@ -229,3 +229,10 @@ async def test_more_urls_spread_the_fleet_and_a_lost_server_s_chargers_move_to_t
 def test_more_urls_must_be_websocket_urls() -> None:
     with pytest.raises(ValueError, match="ws://"):
         LightConfig(csms_url="ws://a/ocpp", more_urls=("http://b/ocpp",))
+
+
+def test_retry_after_is_read_in_seconds_and_bounded() -> None:
+    from chargepoint_sim.lightload import _retry_after
+
+    assert _retry_after("5") == 5.0 and _retry_after(None) == 0.0 and _retry_after("-3") == 0.0
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and _retry_after("99999") == 300.0
