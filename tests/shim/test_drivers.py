@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import struct
 import threading
 import time
@@ -16,7 +17,14 @@ import pytest
 from chargepoint_sim.chargepoint import Transaction
 from chargepoint_sim.shim.config import MeterConfig, ModbusLink, RegisterSpec, RelayConfig, parse_config
 from chargepoint_sim.shim.evse import make_ev_input
-from chargepoint_sim.shim.meters import EASTRON_MAPS, EastronMeter, MapMeter, PolledMeter, SimulatedMeter
+from chargepoint_sim.shim.meters import (
+    EASTRON_MAPS,
+    EastronMeter,
+    MapMeter,
+    PolledMeter,
+    SimulatedMeter,
+    make_meter,
+)
 from chargepoint_sim.shim.modbus import Buses, ModbusBus, encode
 from chargepoint_sim.shim.queue import OfflineQueue, QueueError
 from chargepoint_sim.shim.relays import RelayError, make_relay
@@ -246,3 +254,56 @@ def test_a_queue_of_another_charger_is_refused_while_it_holds_messages(tmp_path:
     q.done(key)
     q.close()
     OfflineQueue(path, "CP-2", "2.0.1").close()  # empty: anyone may use it
+
+
+async def test_an_sdm630_over_modbus_rtu() -> None:
+    """RTU framing (CRC, unit addressing) end to end; pyserial's socket:// URL stands in for the
+    RS-485 port, as ``device`` in the config would name /dev/ttyAMA0."""
+    from pymodbus.framer import FramerType
+    from pymodbus.server import ModbusSerialServer
+    from pymodbus.simulator import DataType, SimData, SimDevice
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    device = SimDevice(
+        id=7,
+        simdata=(
+            [SimData(0, count=16, values=False, datatype=DataType.BITS)],
+            [SimData(0, count=16, values=False, datatype=DataType.BITS)],
+            [SimData(0, count=16, values=0, datatype=DataType.REGISTERS)],
+            [SimData(0, count=0x100, values=0, datatype=DataType.REGISTERS)],
+        ),
+    )
+    server = ModbusSerialServer(
+        device, framer=FramerType.RTU, port=f"socket://127.0.0.1:{port}", baudrate=9600
+    )
+    await server.serve_forever(background=True)
+    try:
+        await server.context.async_setValues(7, 4, 0x48, encode(42.5, "float32"))
+        await server.context.async_setValues(7, 4, 0x0C, encode(2300.0, "float32"))
+        cfg = parse_config(
+            {
+                "charge_point": {"id": "CP", "csms_url": "ws://h/ocpp"},
+                "meter": {
+                    "driver": "sdm120",
+                    "transport": "rtu",
+                    "device": f"socket://127.0.0.1:{port}",
+                    "baudrate": 9600,
+                    "parity": "N",
+                    "unit": 7,
+                },
+                "relay": {"driver": "simulated"},
+            }
+        )
+        buses = Buses()
+        meter = PolledMeter(
+            make_meter(cfg.connectors[0].meter, buses, lambda: False), cfg.connectors[0].meter
+        )
+        try:
+            assert await meter.poll(), meter.last_error
+        finally:
+            await buses.close()
+        assert meter.last is not None and meter.last.energy_wh == 42500 and meter.last.power_w == 2300.0
+    finally:
+        await server.shutdown()
