@@ -38,8 +38,8 @@ class ShimChargePoint(ChargePoint):
         return self.queue.next_local_id()
 
     def _on_tx_sample(self, conn: Connector, tx: Any, trigger: str) -> None:
-        if not self.shim_connectors[conn.id].meter.healthy:
-            return  # a failing meter gives no sample at all, never a made-up one
+        if not self.shim_connectors[conn.id].meter.fresh:
+            return  # a meter whose last read failed gives no sample at all, never a made-up or stale one
         super()._on_tx_sample(conn, tx, trigger)
 
     def _measure(self, conn: Connector, measurand: str) -> tuple[float, str, str] | None:

@@ -183,7 +183,13 @@ class PolledMeter:
 
     @property
     def healthy(self) -> bool:
+        """Not (yet) a fault: read at least once, fewer than ``fault_after`` failed polls in a row."""
         return self.last is not None and self.failures < self.cfg.fault_after
+
+    @property
+    def fresh(self) -> bool:
+        """The last poll answered: its reading is the register now."""
+        return self.last is not None and self.failures == 0
 
     async def poll(self) -> bool:
         """Read the meter (with retries); True when it answered plausibly."""

@@ -182,3 +182,50 @@ async def test_an_unhandled_error_opens_the_relay(
     assert await asyncio.wait_for(task, 20) == 1
     assert isinstance(shim.fatal, RuntimeError)
     assert (tmp_path / "relay").read_text() == "0"
+
+
+async def test_two_connectors_with_simulated_meters(
+    server: RunningServer, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """[[connectors]]: each connector its own meter and relay; the simulated meter counts while its
+    relay is closed (for trying a board's config without a meter)."""
+    cp_id = "TWO-1"
+    password = await register(api, cp_id)
+    config = write_config(
+        tmp_path / "shim.toml",
+        f"""
+[charge_point]
+id = "{cp_id}"
+csms_url = "{server.ocpp_url}/{cp_id}"
+protocol = "2.0.1"
+password = "{password}"
+meter_interval_s = 1
+
+[[connectors]]
+meter = {{ driver = "simulated", power_w = 11000, energy_wh = 1000, poll_s = 0.1 }}
+relay = {{ driver = "file", path = "{tmp_path / "relay1"}" }}
+
+[[connectors]]
+meter = {{ driver = "simulated", power_w = 7400, energy_wh = 5000, poll_s = 0.1 }}
+relay = {{ driver = "file", path = "{tmp_path / "relay2"}" }}
+
+[offline]
+queue = "{tmp_path / "queue.sqlite3"}"
+""",
+    )
+    async with running(config) as shim:
+        cp = shim.cp
+        assert cp is not None
+        await until(lambda: connected(api, cp_id), what="boot")
+        sid = (await command(api, cp_id, {"command": "remote_start", "connector_id": 2}))["session_id"]
+        await until(lambda: (tmp_path / "relay2").read_text() == "1", what="relay 2 closed")
+        assert (tmp_path / "relay1").read_text() == "0"
+        await until(lambda: session_energy_above(api, sid, 1), what="energy counted on connector 2")
+        assert cp.connector(1).tx is None and cp.connector(1).energy_wh() == 1000.0
+        await command(api, cp_id, {"command": "remote_stop", "session_id": sid})
+        await until(lambda: (tmp_path / "relay2").read_text() == "0", what="relay 2 opened")
+        await until(lambda: session_state(api, sid, "ended"), what="ended")
+
+
+async def session_energy_above(api: httpx.AsyncClient, sid: str, wh: int) -> bool:
+    return int((await api.get(f"/api/v1/sessions/{sid}")).json()["energy_wh"]) >= wh
