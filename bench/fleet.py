@@ -128,6 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "protocol": "1.6",
             "storm": args.storm,
             "charging_fraction": args.charging_fraction,
+            "max_connecting": args.max_connecting,
             "heartbeat_interval_s": args.heartbeat_interval,
             "server_env": dict(args.server_env),
         },
@@ -213,6 +214,7 @@ async def fleet(server: SatwattServer, args: argparse.Namespace, result: dict[st
             end_transactions=False,
             charging_fraction=args.charging_fraction,
             heartbeat_interval_s=args.heartbeat_interval,
+            max_connecting=args.max_connecting,
         )
         load = LightLoad(cfg)
         stats = load.stats
@@ -523,6 +525,13 @@ def main() -> None:
         default=1.0,
         help="share of the chargers that start a transaction (spread evenly); the others boot and stay "
         "connected, idle, heartbeating (default 1: all charge; 0: none, e.g. for the memory figure)",
+    )
+    parser.add_argument(
+        "--max-connecting",
+        type=int,
+        help="the load client opens at most this many connections at once (the rest wait their turn in the "
+        "client): the fleet comes online as fast as satwatt admits it, without a storm of refused or "
+        "timed-out handshakes from the one address (default: no bound)",
     )
     parser.add_argument(
         "--heartbeat-interval",

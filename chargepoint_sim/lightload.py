@@ -82,6 +82,11 @@ class LightConfig:
     # stay connected, idle, sending a Heartbeat every heartbeat_interval_s (None: the interval the
     # central system gave in its BootNotification answer)
     charging_fraction: float = 1.0
+    # at most this many connection attempts (TCP + websocket handshake) in flight from the client at once;
+    # the others wait their turn in the client (None: no bound). All simulated chargers share one address,
+    # so unbounded attempts meet satwatt's per-address bound (429s, retried) or, with that bound lifted,
+    # its handshake timeout; bounded, the fleet comes online as fast as the server admits it
+    max_connecting: int | None = None
     heartbeat_interval_s: float | None = None
     # further central-system URLs (processes of one cluster): the fleet is spread over all of them, and a
     # charger that loses its connection (or cannot connect) tries the next URL; () keeps one URL only
@@ -100,6 +105,8 @@ class LightConfig:
             raise ValueError("meter interval must be > 0")
         if self.power_w < 0:
             raise ValueError("power must be >= 0 W")
+        if self.max_connecting is not None and self.max_connecting < 1:
+            raise ValueError("max_connecting must be >= 1 (or None)")
         if not 0.0 <= self.charging_fraction <= 1.0:
             raise ValueError("charging fraction must be between 0 and 1")
         if self.heartbeat_interval_s is not None and self.heartbeat_interval_s <= 0:
@@ -446,7 +453,16 @@ class LightCharger:
         if cfg.password is not None:
             token = base64.b64encode(f"{self.cid}:{cfg.password}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-        self.ws = await connect(
+        gate = self.load.connecting
+        if gate is not None:
+            async with gate:
+                self.ws = await self._open(headers)
+        else:
+            self.ws = await self._open(headers)
+
+    async def _open(self, headers: dict[str, str]) -> ClientConnection:
+        cfg = self.load.cfg
+        return await connect(
             f"{self.url.rstrip('/')}/{self.cid}",
             subprotocols=[Subprotocol("ocpp1.6")],
             additional_headers=headers,
@@ -599,6 +615,7 @@ class LightLoad:
         self.rss_kb_held = 0
         self._finish = asyncio.Event()
         self._freezer: asyncio.Task[None] | None = None
+        self.connecting = asyncio.Semaphore(cfg.max_connecting) if cfg.max_connecting else None
 
     def _index_of_new(self) -> int:
         """The index of the charger being created (spreads the fleet over the URLs)."""

@@ -231,6 +231,15 @@ def test_more_urls_must_be_websocket_urls() -> None:
         LightConfig(csms_url="ws://a/ocpp", more_urls=("http://b/ocpp",))
 
 
+async def test_max_connecting_bounds_the_attempts_in_flight(csms: CsmsDouble) -> None:
+    fleet = LightLoad(_config(csms.url, chargers=6, ramp_s=0, max_connecting=1))
+    assert fleet.connecting is not None
+    report = await fleet.run()
+
+    assert report["errors"] == 0 and report["connections"]["held_at_end"] == 6
+    assert report["transactions"]["started"] == 6
+
+
 def test_retry_after_is_read_in_seconds_and_bounded() -> None:
     from chargepoint_sim.lightload import _retry_after
 
