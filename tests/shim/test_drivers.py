@@ -307,3 +307,11 @@ async def test_an_sdm630_over_modbus_rtu() -> None:
         assert meter.last is not None and meter.last.energy_wh == 42500 and meter.last.power_w == 2300.0
     finally:
         await server.shutdown()
+
+
+def test_gpiod_names_a_chip_it_cannot_open(tmp_path: Path) -> None:
+    """Where the [board] extra is installed: the libgpiod v2 request, up to the missing chip."""
+    pytest.importorskip("gpiod")
+    chip = tmp_path / "gpiochip9"
+    with pytest.raises(RelayError, match=rf"cannot request line 17 of {chip}"):
+        make_relay(RelayConfig("gpiod", chip=str(chip), line=17), Buses())
