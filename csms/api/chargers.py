@@ -161,7 +161,8 @@ async def list_chargers(service: Service, registry: Registry) -> list[ChargerOut
     by_charger: dict[str, list[Connector]] = {}
     for connector in connectors:
         by_charger.setdefault(connector.charger_id, []).append(connector)
-    return [charger_out(c, by_charger.get(c.id, []), registry) for c in chargers]
+    where = await registry.all_whereabouts()
+    return [charger_out(c, by_charger.get(c.id, []), registry, where.get(c.id)) for c in chargers]
 
 
 @router.get("/{charger_id}", response_model=ChargerOut, summary="Show one charger", responses=errors(404))

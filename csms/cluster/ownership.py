@@ -12,6 +12,8 @@ died (its liveness key expired) owns nothing, whatever its keys still say.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -36,6 +38,11 @@ def owner_key(charger_id: str) -> str:
     return _UNSAFE.sub(lambda m: "=" + m.group().encode().hex(), charger_id)
 
 
+def _charger_of(key: str) -> str:
+    """The charger id of an owner key (the inverse of :func:`owner_key`)."""
+    return re.sub(r"=([0-9a-f]{2})", lambda m: bytes.fromhex(m.group(1)).decode("latin-1"), key)
+
+
 @dataclass(frozen=True)
 class Owner:
     process_id: str
@@ -49,6 +56,34 @@ class Ownership:
     def __init__(self, link: ClusterLink) -> None:
         self.link = link
         self._held: dict[str, int] = {}  # charger id -> the revision of our key
+        # every charger's owner key as last seen (watched): for listings, not for decisions
+        self.mirror: dict[str, Owner] = {}
+        self._watching: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Keep :attr:`mirror` current from the owners bucket (its whole content first)."""
+        assert self.link.owners is not None
+        watcher = await self.link.owners.watchall()
+        self._watching = asyncio.create_task(self._follow(watcher), name="cluster-owners")
+
+    async def stop(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
+
+    async def _follow(self, watcher: Any) -> None:
+        async for entry in watcher:
+            if entry is None:  # the end of the bucket's initial content
+                continue
+            charger_id = _charger_of(entry.key)
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                self.mirror.pop(charger_id, None)
+                continue
+            value = jsoncodec.loads(entry.value)
+            self.mirror[charger_id] = Owner(
+                value["process"], value["connected"], value.get("protocol"), value["since"], entry.revision
+            )
 
     @property
     def me(self) -> str:

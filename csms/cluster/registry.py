@@ -143,6 +143,16 @@ class ClusterRegistry(ConnectionRegistry):
             return None
         return Whereabouts(owner.process_id, owner.connected, owner.protocol)
 
+    async def all_whereabouts(self) -> dict[str, Whereabouts]:
+        members = set(await self.link.members())
+        view = {
+            charger_id: Whereabouts(owner.process_id, owner.connected, owner.protocol)
+            for charger_id, owner in self.ownership.mirror.items()
+            if owner.process_id in members
+        }
+        view.update(await super().all_whereabouts())
+        return view
+
     async def to_owner(self, charger_id: str, verb: str, payload: dict[str, Any], timeout_s: float) -> Any:
         """Have the charger's live owner do ``verb``. Failures come back as CommandFailed, with the
         reasons of a command sent here: ``not_connected`` (nobody alive owns it, or the owner's websocket

@@ -36,7 +36,8 @@ class Cluster:
 
     async def join(self) -> None:
         await self.link.start()
-        assert self._events is not None
+        assert self._events is not None and self._registry is not None
+        await self._registry.ownership.start()
         self._events.start()
 
     def attach(self, engine: SettlementEngine, service: ChargingService) -> None:
@@ -64,6 +65,8 @@ class Cluster:
             await self.payments.stop()
 
     async def leave(self) -> None:
+        if self._registry is not None:
+            await self._registry.ownership.stop()
         if self._events is not None:
             await self._events.stop()
         await self.link.stop()

@@ -65,6 +65,13 @@ class ConnectionRegistry:
             return None
         return Whereabouts(self.process_id, True, connection.version)
 
+    async def all_whereabouts(self) -> dict[str, Whereabouts]:
+        """Where every charger held anywhere is (in one process: the connected ones)."""
+        return {
+            charger_id: Whereabouts(self.process_id, True, connection.version)
+            for charger_id, connection in self._connections.items()
+        }
+
     async def to_owner(self, charger_id: str, verb: str, payload: dict[str, Any], timeout_s: float) -> Any:
         """Have the process that owns the charger do ``verb`` (cluster mode); one process owns all."""
         raise ChargerNotConnected(charger_id)

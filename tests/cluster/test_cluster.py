@@ -22,6 +22,11 @@ async def owner_of(member: Member, key: str, charger_id: str) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
+async def listing(member: Member, key: str) -> dict[str, dict[str, Any]]:
+    async with member.api(key) as api:
+        return {c["id"]: c for c in (await api.get("/api/v1/chargers")).json()}
+
+
 async def walk_up(member: Member, charger_id: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=member.http, timeout=30) as client:
         created = await client.post("/api/v1/sessions", json={"charger_id": charger_id, "connector_id": 1})
@@ -39,6 +44,14 @@ async def test_a_command_through_a_non_owner_reaches_the_charger(cluster: Cluste
         shown = await owner_of(p3, key, "CP-routed")
         assert shown["owner"] == await p1.process_id()
         assert shown["connection_state"] == "connected" and shown["protocol"] == "1.6"
+        # the listing of any process shows where each charger is (from its watch of the owners)
+        listed = await poll(
+            lambda: listing(p3, key), lambda c: c["CP-routed"]["connection_state"] == "connected"
+        )
+        assert listed["CP-routed"]["owner"] == shown["owner"]
+        assert (
+            listed["CP-away"]["connection_state"] == "never_connected" and listed["CP-away"]["owner"] is None
+        )
         async with p2.api(key) as api:
             sent = await api.post("/api/v1/chargers/CP-routed/commands", json={"command": "reset"})
             assert sent.status_code == 200, sent.text
@@ -72,8 +85,9 @@ async def test_a_newer_connection_on_another_process_wins(cluster: Cluster) -> N
         connect_charger(p1.ocpp, "CP-moves", "2.0.1") as old,
         connect_charger(p2.ocpp, "CP-moves", "2.0.1"),
     ):
-        shown = await owner_of(p1, cluster.api_key, "CP-moves")
-        assert shown["owner"] == await p2.process_id() and shown["connection_state"] == "connected"
+        newer = await p2.process_id()  # the handshake completes first, then p2 takes the charger over
+        shown = await poll(lambda: owner_of(p1, cluster.api_key, "CP-moves"), lambda c: c["owner"] == newer)
+        assert shown["connection_state"] == "connected"
         async with asyncio.timeout(10):
             await old._connection.wait_closed()  # the older connection was closed by its process
         assert old._connection.close_reason == "connected to another satwatt process"
