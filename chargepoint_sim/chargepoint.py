@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -123,6 +124,8 @@ class ChargePointOptions:
     # answer Accepted to a new Basic auth password (1.6 AuthorizationKey, 2.0.1 BasicAuthPassword),
     # then reconnect with it; False: answer Rejected and keep the old one
     accept_new_password: bool = True
+    # wss://: the TLS context (a CA to trust, a client certificate); None: the system's defaults
+    ssl_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -649,6 +652,7 @@ class ChargePoint:
                     open_timeout=self.options.connect_timeout_s,
                     close_timeout=2,
                     max_size=2**22,
+                    **({"ssl": self.options.ssl_context} if self.options.ssl_context is not None else {}),
                 )
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
                 self.stats.connect_failures += 1

@@ -174,6 +174,9 @@ class ChargePointConfig:
     vendor: str = "satwatt"
     model: str = "satwatt-shim"
     serial: str | None = None
+    ca_file: Path | None = None  # wss://: the CA (or satwatt's own certificate) to trust
+    client_cert: Path | None = None  # wss:// with a client certificate (OCPP security profile 3)
+    client_key: Path | None = None
 
     @property
     def base_url(self) -> str:
@@ -280,6 +283,19 @@ class _Table:
             raise self.fail(
                 unknown[0], "unknown key" + (f" (also {', '.join(unknown[1:])})" if unknown[1:] else "")
             )
+
+
+def _path(t: _Table, name: str, source: Path | None) -> Path | None:
+    """A file path (relative to the config file), which must be readable."""
+    value = t.string(name)
+    if value is None:
+        return None
+    path = Path(value)
+    if source is not None and not path.is_absolute():
+        path = source.parent / path
+    if not path.is_file():
+        raise t.fail(name, f"no such file: {path}")
+    return path
 
 
 def _line(t: _Table, name: str = "line") -> int | str:
@@ -543,7 +559,18 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> ShimConfig
         vendor=cpt.string("vendor", "satwatt") or "satwatt",
         model=cpt.string("model", "satwatt-shim") or "satwatt-shim",
         serial=cpt.string("serial"),
+        ca_file=_path(cpt, "ca_file", source),
+        client_cert=_path(cpt, "client_cert", source),
+        client_key=_path(cpt, "client_key", source),
     )
+    tls_keys = [k for k in ("ca_file", "client_cert", "client_key") if getattr(charge_point, k) is not None]
+    if tls_keys and not url.startswith("wss://"):
+        raise cpt.fail(tls_keys[0], "is only used with a wss:// csms_url")
+    if (charge_point.client_cert is None) != (charge_point.client_key is None):
+        raise cpt.fail(
+            "client_key" if charge_point.client_key is None else "client_cert",
+            "client_cert and client_key go together",
+        )
     cpt.done()
 
     connectors: list[ConnectorConfig] = []

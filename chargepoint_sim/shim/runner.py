@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -167,6 +168,7 @@ class Shim:
             heartbeat_interval_s=c.heartbeat_s,
             reconnect_min_s=1.0,
             reconnect_max_s=30.0,
+            ssl_context=self._tls_context(),
         )
         meters = {sc.meter.driver.description.split(" (")[0] for sc in self.connectors.values()}
         cp = create_shim_charge_point(
@@ -180,6 +182,23 @@ class Shim:
                 self._sync_fault(cid)
         for msg in self.queue.pending():
             cp.outbox.append(self._restored(cp, msg))
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        c = self.cfg.charge_point
+        if not c.base_url.startswith("wss://") or (c.ca_file is None and c.client_cert is None):
+            return None
+        try:
+            context = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
+        except (OSError, ssl.SSLError) as e:
+            raise StartupError(f"charge_point.ca_file: not a usable CA file ({e})") from None
+        if c.client_cert is not None:
+            try:
+                context.load_cert_chain(str(c.client_cert), str(c.client_key) if c.client_key else None)
+            except (OSError, ssl.SSLError) as e:
+                raise StartupError(
+                    f"charge_point.client_cert: not a usable certificate and key ({e})"
+                ) from None
+        return context
 
     def _restored(self, cp: ShimChargePoint, msg: QueuedMessage) -> Outgoing:
         def build() -> dict[str, Any] | None:

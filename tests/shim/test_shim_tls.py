@@ -1,0 +1,88 @@
+"""The shim over wss:// to a satwatt with its own (self-signed) certificate: ``charge_point.ca_file``."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chargepoint_sim.shim.config import ConfigError, load_config
+from csms.settings import Settings
+from lightning.simnet.tls import ensure_tls_cert
+from tests.conftest import start_server
+from tests.shim.conftest import until, write_config
+from tests.shim.test_shim_satwatt import running
+
+TOML = """
+[charge_point]
+id = "CP-wss"
+csms_url = "{url}"
+protocol = "2.0.1"
+password = "a-long-tls-secret-1"
+{tls}
+[meter]
+driver = "simulated"
+[relay]
+driver = "file"
+path = "{relay}"
+[offline]
+queue = "{queue}"
+"""
+
+
+async def test_wss_with_the_certificate_of_satwatt(database_url: str, tmp_path: Path) -> None:
+    cert, key = tmp_path / "satwatt.crt", tmp_path / "satwatt.key"
+    ensure_tls_cert(cert, key)
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=database_url, simnet_port=0, tls_cert=cert, tls_key=key
+    )
+    server, task, port = await start_server(settings, "tls-key")
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"https://localhost:{port}", verify=context, headers={"Authorization": "Bearer tls-key"}
+        ) as api:
+            created = await api.post(
+                "/api/v1/chargers", json={"id": "CP-wss", "password": "a-long-tls-secret-1"}
+            )
+            assert created.status_code == 201
+            config = write_config(
+                tmp_path / "shim.toml",
+                TOML.format(
+                    url=f"wss://localhost:{port}/ocpp",
+                    tls=f'ca_file = "{cert}"',
+                    relay=tmp_path / "relay",
+                    queue=tmp_path / "q.sqlite3",
+                ),
+            )
+            async with running(config) as shim:
+
+                async def connected() -> bool:
+                    return (await api.get("/api/v1/chargers/CP-wss")).json()[
+                        "connection_state"
+                    ] == "connected"
+
+                await until(connected, what="the shim connected over wss://")
+                assert shim.cp is not None and shim.cp.online
+    finally:
+        server.should_exit = True
+        await task
+
+
+def test_tls_keys_are_checked(tmp_path: Path) -> None:
+    cert = tmp_path / "ca.crt"
+    cert.write_text("x")
+    for url, tls, message in (
+        ("ws://h/ocpp", f'ca_file = "{cert}"', "charge_point.ca_file: is only used with a wss:// csms_url"),
+        ("wss://h/ocpp", f'ca_file = "{tmp_path / "nope.crt"}"', "charge_point.ca_file: no such file"),
+        ("wss://h/ocpp", f'client_cert = "{cert}"', "charge_point.client_key: client_cert and client_key go"),
+    ):
+        config = write_config(
+            tmp_path / "shim.toml",
+            TOML.format(url=url, tls=tls, relay=tmp_path / "relay", queue=tmp_path / "q.sqlite3"),
+        )
+        with pytest.raises(ConfigError) as err:
+            load_config(config)
+        assert str(err.value).startswith(message), str(err.value)
