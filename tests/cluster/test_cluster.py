@@ -225,22 +225,32 @@ async def test_a_killed_process_s_chargers_continue_on_another_with_their_sessio
             connect_charger(p2.ocpp, charger_id, "1.6") as cp,
             follow_events(p3.http, session["id"], session["token"]) as events,
         ):
-            assert (await owner_of(p3, key, charger_id))["owner"] == await p2.process_id()
+            p2_id = await p2.process_id()
+            await poll(lambda: owner_of(p3, key, charger_id), lambda c: c["owner"] == p2_id)
             metering.cp = cp
             await metering.send(60, 7000)  # the session goes on at p2: its next invoice goes out
             invoice = (await events.next("invoice")).data
             if invoice["key"] == session["invoice"]["key"]:  # the replay starts with the first one
                 invoice = (await events.next("invoice")).data
+            # the exposure bound holds at the new owner: past the allowance unpaid, the power is cut
+            await metering.send(170, 7000)
+            assert (await events.next("suspended")).data["how"] == "charging profile"
+            (profile,) = await cp.recorder.wait_for("SetChargingProfile")
+            assert (
+                profile["csChargingProfiles"]["charging_schedule"]["charging_schedule_period"][0]["limit"]
+                == 0
+            )
             await pay(car, invoice["bolt11"])
+            await events.next("resumed")
+            await cp.recorder.wait_for("ClearChargingProfile")
             paid = [e.data["key"] for e in events.of("paid")]
             while invoice["key"] not in paid:
                 paid.append((await events.next("paid")).data["key"])
-            await metering.send(150, 7000)
-            stopped = await metering.stop(160)
+            stopped = await metering.stop(180)
             assert stopped.id_tag_info is None or stopped.id_tag_info["status"] == "Accepted"
             await events.next("closed")
     async with p3.api(key) as api:
         final = (await api.get(f"/api/v1/sessions/{session['id']}")).json()
-    assert final["state"] == "ended" and final["energy_wh"] == 160
-    assert final["paid_msat"] == 20_000 and final["cost_msat"] == 16_000
+    assert final["state"] == "ended" and final["energy_wh"] == 180
+    assert final["paid_msat"] == 20_000 and final["cost_msat"] == 18_000
     assert sorted(paid) == sorted({session["invoice"]["key"], invoice["key"]})
