@@ -67,14 +67,15 @@ async def open_lightning(settings: Settings) -> LightningNode:
         runtime = await start_lightning(
             "simnet",
             data_dir=settings.data_dir,
+            simnet_host=settings.simnet_host,
             simnet_port=settings.simnet_port,
             simnet_nodes=nodes,
             simnet_autopay_ms=settings.simnet_autopay_ms,
         )
     except SimnetBindError as exc:  # "simnet cannot listen on 127.0.0.1:10009: Address already in use"
         raise LightningStartError(
-            f"the embedded Lightning {exc} (another satwatt or lightning-simnet?); set "
-            "CSMS_SIMNET_PORT=0 for any free port, or another port"
+            f"the embedded Lightning {exc} (another satwatt or lightning-simnet? or CSMS_SIMNET_HOST is not "
+            "an address of this host); set CSMS_SIMNET_PORT=0 for any free port, or another port"
         ) from None
     assert runtime.simnet is not None
     simnet = runtime.simnet

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         default="simnet",
         description="simnet: start the embedded simulated Lightning network; lnd: use a real LND node.",
     )
+    simnet_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the simnet's gRPC port binds to (0.0.0.0: every interface, e.g. in a container "
+        "whose cars pay from outside).",
+    )
     simnet_port: int = Field(default=10009, ge=0, le=65535, description="The simnet's gRPC port (0: any).")
     simnet_cars: int = Field(default=3, ge=0, le=1000, description="Payer nodes car1..carN in the simnet.")
     simnet_autopay_ms: int | None = Field(
