@@ -37,6 +37,7 @@ app = typer.Typer(
     "generator.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: wrapped to any width, never cut (rich's panels cut at 80)
 )
 console = Console()
 

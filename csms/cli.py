@@ -22,6 +22,7 @@ cli = typer.Typer(
     help="satwatt: an OCPP 1.6J / 2.0.1 central system that sells electricity for sats.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: wrapped to any width, never cut (rich's panels cut at 80)
 )
 console = Console(stderr=True, soft_wrap=True)
 OPENAPI_PATH = Path("openapi/openapi.json")

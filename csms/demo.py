@@ -26,11 +26,12 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import uvicorn
 from pydantic import SecretStr
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -504,27 +505,40 @@ class Demo:
     def _visit_of(self, session_id: str) -> Visit | None:
         return next((v for v in self.visits if v.session_id == session_id), None)
 
+    # shorter names for the session states, so that the table fits in 80 columns
+    STATE_LABELS: ClassVar[dict[str, str]] = {
+        "awaiting_payment": "to pay",
+        "awaiting_payment_final": "final bill",
+    }
+
     def table(self) -> Table:
+        """The sessions, in at most 80 columns (a terminal's default width, and a pipe's)."""
         table = Table(
             title=f"satwatt demo: {self.elapsed():.0f} / {self.options.duration_s:g} s",
             header_style="bold",
             title_justify="left",
+            box=box.SIMPLE_HEAD,  # no vertical rules: a space between columns
+            show_edge=False,
+            padding=0,
+            caption="* stops paying: throttled, then stopped"
+            if any(v.agent.mode.stop_after_wh for v in self.visits)
+            else None,
+            caption_justify="left",
         )
         columns = [
             ("charger", "left"),
-            ("protocol", "left"),
+            ("OCPP", "left"),
             ("car", "left"),
             ("paid by", "left"),
             ("state", "left"),
             ("kW", "right"),
             ("kWh", "right"),
-            ("sats billed", "right"),
-            ("sats paid", "right"),
-            ("credit Wh", "right"),
-            ("invoices", "right"),
+            ("sat\nbilled/paid", "right"),
+            ("credit\nWh", "right"),
+            ("invoices\npaid/ref", "right"),
         ]
         for name, justify in columns:
-            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+            table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         styles = {
             "charging": "green",
             "suspended": "bold red",
@@ -535,21 +549,18 @@ class Demo:
             visit = self._visit_of(session["id"])
             stats: PayerStats | None = visit.agent.stats if visit else None
             state = session["state"]
+            billed, paid = (session.get("billed_msat") or 0) / 1000, (session.get("paid_msat") or 0) / 1000
             table.add_row(
                 session["charger_id"],
                 session.get("protocol") or "",
-                (visit.car + (" (non-payer)" if visit.agent.mode.stop_after_wh else "")) if visit else "",
+                (visit.car + ("*" if visit.agent.mode.stop_after_wh else "")) if visit else "",
                 visit.how if visit else "",
-                Text(state, style=styles.get(state, "")),
+                Text(self.STATE_LABELS.get(state, state), style=styles.get(state, "")),
                 f"{(session.get('power_w') or 0) / 1000:.1f}" if state != "ended" else "",
                 f"{session['energy_wh'] / 1000:.3f}",
-                f"{(session.get('billed_msat') or 0) / 1000:g}",
-                f"{(session.get('paid_msat') or 0) / 1000:g}",
+                f"{billed:g}/{paid:g}",
                 str(session.get("credit_wh") if session.get("credit_wh") is not None else ""),
-                f"{stats.invoices_paid}"
-                + (f" ({stats.invoices_refused} refused)" if stats and stats.invoices_refused else "")
-                if stats
-                else "",
+                f"{stats.invoices_paid}/{stats.invoices_refused}" if stats else "",
             )
         return table
 
@@ -558,7 +569,7 @@ class Demo:
         states: dict[str, int] = {}
         for session in self.sessions:
             states[session["state"]] = states.get(session["state"], 0) + 1
-        by_state = ", ".join(f"{n} {k}" for k, n in sorted(states.items()))
+        by_state = ", ".join(f"{n} {self.STATE_LABELS.get(k, k)}" for k, n in sorted(states.items()))
         return (
             f"[{self.elapsed():5.1f}s] sessions {s.sessions} ({by_state or 'none yet'}) | "
             f"{s.energy_wh / 1000:.3f} kWh | billed {s.billed_msat // 1000} sat | "

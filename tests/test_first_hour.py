@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import fnmatch
+import io
 import json
 import logging
 import os
@@ -14,6 +16,7 @@ import socket
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -21,15 +24,19 @@ import pytest
 import uvicorn
 import websockets
 from pydantic import TypeAdapter
+from rich.console import Console
 from typer.testing import CliRunner
 
+from chargepoint_sim.cli import app as sim_cli
+from chargepoint_sim.payer import PayerStats
 from csms.api.schemas import CommandBody
 from csms.app import create_app
 from csms.cli import cli
+from csms.demo import Demo, DemoOptions, Visit
 from csms.security import ApiKey, load_or_create_api_key
 from csms.server_config import uvicorn_config, websocket_frame_cap
-from csms.settings import Settings
-from tests.conftest import ReadyServer, RunningServer
+from csms.settings import Settings, SettingsError, load_settings
+from tests.conftest import ReadyServer, RunningServer, start_server
 from tests.ocpp_clients import basic_auth, connect_charger
 from tests.test_ocpp16 import register
 
@@ -442,3 +449,129 @@ def test_every_command_body_in_the_readme_is_one_the_api_takes() -> None:
     adapter: TypeAdapter[Any] = TypeAdapter(CommandBody)
     for body in bodies:
         adapter.validate_python(json.loads(body.replace('"<its id>"', '"s_1"')))
+
+
+def test_help_is_not_cut_at_80_columns() -> None:
+    """Point 9: help texts were cut at 80 columns ("ws://127.0.0.1:8180…"): rich's option panels
+    truncate words longer than their help column."""
+    commands = [
+        (cli, []),
+        *((cli, [name, "--help"]) for name in ("serve", "migrate", "api-key", "openapi", "demo")),
+        *((sim_cli, [name, "--help"]) for name in ("run", "load")),
+    ]
+    for app, args in commands:
+        result = CliRunner().invoke(app, args or ["--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+        assert result.exit_code == 0, result.output
+        assert "…" not in result.output, result.output
+        assert max(len(line) for line in result.output.splitlines()) <= 80, result.output
+    run_help = CliRunner().invoke(sim_cli, ["run", "--help"], env={"COLUMNS": "80"}).output
+    assert "ws://127.0.0.1:8180/ocpp" in run_help
+
+
+def test_the_demo_table_fits_in_80_columns() -> None:
+    """Point 9: the demo's live table was cut at 80 columns (every cell ended in "…")."""
+    out = io.StringIO()
+    demo = Demo(DemoOptions(duration_s=600, chargers=10), Console(file=out, width=80, color_system=None))
+    states = ["awaiting_payment", "awaiting_payment_final", "charging", "suspended", "ended"]
+    for n in range(1, 11):
+        stats = PayerStats()
+        stats.invoices_paid, stats.invoices_refused = 240, n % 3
+        agent = SimpleNamespace(stats=stats, mode=SimpleNamespace(stop_after_wh=50 if n == 2 else None))
+        demo.visits.append(Visit(n, f"DEMO-{n}", "2.0.1", f"car{n}", "walk-up", agent, f"s{n}"))  # type: ignore[arg-type]
+        demo.sessions.append(
+            {
+                "id": f"s{n}", "charger_id": f"DEMO-{n}", "protocol": "2.0.1", "state": states[n % 5],
+                "power_w": 150_000, "energy_wh": 24_680, "billed_msat": 2_468_000, "paid_msat": 2_400_000,
+                "credit_wh": 1250,
+            }
+        )  # fmt: skip
+    demo.console.print(demo.render())
+    text = out.getvalue()
+    assert "…" not in text, text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    cells = ("DEMO-10", "car2*", "walk-up", "final bill", "suspended", "150.0", "24.680", "2468/2400")
+    for cell in (*cells, "240/2"):
+        assert cell in text, (cell, text)
+
+
+def _dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def test_the_docker_build_context_leaves_out_the_venv_but_not_what_the_image_copies() -> None:
+    """Point 10: without a .dockerignore the 282 MB .venv (and .git, satwatt-data) went into the build
+    context."""
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for heavy in (".venv", ".git", "satwatt-data"):
+        assert heavy in patterns
+    copied = [
+        source
+        for line in _dockerfile().splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+    ]
+    assert {"csms", "lightning", "migrations", "pyproject.toml", "constraints.txt"} <= set(copied)
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert not any(fnmatch.fnmatch(source, pattern) for pattern in patterns), source
+
+
+def test_the_image_lets_cars_outside_pay_and_checks_the_port_it_serves() -> None:
+    """Point 10: the simnet listened on 127.0.0.1 only (a car outside the container could not pay) and
+    the HEALTHCHECK hard-coded port 8180."""
+    dockerfile = _dockerfile()
+    assert re.search(r"CSMS_SIMNET_HOST=0\.0\.0\.0", dockerfile)
+    simnet_port = re.search(r"CSMS_SIMNET_PORT=(\d+)", dockerfile)
+    assert simnet_port is not None
+    assert simnet_port.group(1) in re.search(r"^EXPOSE (.*)$", dockerfile, re.M).group(1).split()  # type: ignore[union-attr]
+    healthcheck = re.search(r"^HEALTHCHECK .*$", dockerfile, re.M)
+    assert healthcheck is not None and "csms.healthcheck" in healthcheck.group(0)
+    assert not re.search(r"\d{4,5}", healthcheck.group(0).split("CMD", 1)[1]), "a port in the health check"
+
+
+async def _healthcheck(env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "csms.healthcheck", cwd=ROOT, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_the_health_check_follows_csms_port(server: RunningServer) -> None:
+    """Point 10: `python -m csms.healthcheck` (the image's HEALTHCHECK) asks the port CSMS_PORT names."""
+    code, out = await _healthcheck({"CSMS_HOST": "0.0.0.0", "CSMS_PORT": str(server.port)})
+    assert code == 0, out
+    code, out = await _healthcheck({"CSMS_HOST": "127.0.0.1", "CSMS_PORT": str(_free_port())})
+    assert code == 1 and "unhealthy" in out
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+async def test_the_simnet_host_is_a_setting(server_settings: dict[str, Any]) -> None:
+    """Point 10: CSMS_SIMNET_HOST=0.0.0.0 makes the embedded simnet listen on every address (127.0.0.2
+    stands for "another address of this host": a socket bound to 127.0.0.1 alone refuses it)."""
+    for host, from_elsewhere in (("127.0.0.1", False), ("0.0.0.0", True)):
+        settings = Settings(**{**server_settings, "simnet_host": host})
+        uv_server, task, _ = await start_server(settings, "key-" + host)
+        try:
+            simnet = uv_server.config.app.state.lightning.simnet
+            assert simnet.host == host
+            assert await asyncio.to_thread(_accepts, "127.0.0.1", simnet.port)
+            assert await asyncio.to_thread(_accepts, "127.0.0.2", simnet.port) is from_elsewhere
+        finally:
+            uv_server.should_exit = True
+            await asyncio.wait_for(task, 20)
+    with pytest.raises(SettingsError, match="CSMS_SIMNET_HOST"):
+        load_settings(simnet_host="")
