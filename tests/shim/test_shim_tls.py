@@ -14,13 +14,14 @@ from lightning.simnet.tls import ensure_tls_cert
 from tests.conftest import start_server
 from tests.shim.conftest import until, write_config
 from tests.shim.test_shim_satwatt import running
+from tests.test_charger_security import CertificateAuthority, Pki, satwatt
+from tests.test_charger_security import register as register_charger
 
 TOML = """
 [charge_point]
 id = "CP-wss"
 csms_url = "{url}"
 protocol = "2.0.1"
-password = "a-long-tls-secret-1"
 {tls}
 [meter]
 driver = "simulated"
@@ -52,7 +53,7 @@ async def test_wss_with_the_certificate_of_satwatt(database_url: str, tmp_path: 
                 tmp_path / "shim.toml",
                 TOML.format(
                     url=f"wss://localhost:{port}/ocpp",
-                    tls=f'ca_file = "{cert}"',
+                    tls=f'password = "a-long-tls-secret-1"\nca_file = "{cert}"',
                     relay=tmp_path / "relay",
                     queue=tmp_path / "q.sqlite3",
                 ),
@@ -86,3 +87,47 @@ def test_tls_keys_are_checked(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load_config(config)
         assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A CA, satwatt's server certificate from it, and a rogue CA (as in tests/test_charger_security.py)."""
+    directory = tmp_path / "pki"
+    directory.mkdir()
+    ca = CertificateAuthority(directory, "satwatt-test-ca")
+    return Pki(ca, ca.issue("localhost", server=True), CertificateAuthority(directory, "rogue-ca"))
+
+
+async def test_wss_with_a_client_certificate(database_url: str, tmp_path: Path, pki: Pki) -> None:
+    """OCPP security profile 3: no password, the certificate's CN is the charger's id."""
+    client = pki.ca.issue("CP-wss")
+    async with (
+        satwatt(
+            database_url,
+            tmp_path,
+            tls_cert=pki.server.cert,
+            tls_key=pki.server.key,
+            tls_client_ca=pki.ca.path,
+        ) as server,
+        httpx.AsyncClient(
+            base_url=f"https://localhost:{server.port}",
+            verify=pki.client_context(),
+            headers={"Authorization": "Bearer security-key"},
+        ) as api,
+    ):
+        await register_charger(api, "CP-wss")
+        config = write_config(
+            tmp_path / "shim.toml",
+            TOML.format(
+                url=f"wss://localhost:{server.port}/ocpp",
+                tls=f'ca_file = "{pki.ca.path}"\nclient_cert = "{client.cert}"\nclient_key = "{client.key}"',
+                relay=tmp_path / "relay",
+                queue=tmp_path / "q.sqlite3",
+            ),
+        )
+        async with running(config):
+
+            async def connected() -> bool:
+                return (await api.get("/api/v1/chargers/CP-wss")).json()["connection_state"] == "connected"
+
+            await until(connected, what="the shim admitted by its certificate")
