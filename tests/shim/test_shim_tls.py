@@ -66,7 +66,9 @@ async def test_wss_with_the_certificate_of_satwatt(database_url: str, tmp_path: 
                     ] == "connected"
 
                 await until(connected, what="the shim connected over wss://")
-                assert shim.cp is not None and shim.cp.online
+                cp = shim.cp
+                assert cp is not None
+                await until(lambda: cp.online, what="its boot accepted")
     finally:
         server.should_exit = True
         await task
@@ -125,9 +127,12 @@ async def test_wss_with_a_client_certificate(database_url: str, tmp_path: Path, 
                 queue=tmp_path / "q.sqlite3",
             ),
         )
-        async with running(config):
+        async with running(config) as shim:
 
             async def connected() -> bool:
                 return (await api.get("/api/v1/chargers/CP-wss")).json()["connection_state"] == "connected"
 
             await until(connected, what="the shim admitted by its certificate")
+            cp = shim.cp
+            assert cp is not None
+            await until(lambda: cp.online, what="its boot accepted")
