@@ -89,6 +89,7 @@ async def test_serve_prints_where_to_point_a_charger(tmp_path: Path) -> None:
         match = re.search(r"ws://127\.0\.0\.1:(\d+)/ocpp/<charge-point-id>", text)
         assert match, text
         assert "satwatt.db" in text and "Operator API key" in text
+        assert re.search(r"Dashboard\s+http://127\.0\.0\.1:\d+/dashboard", text), text
         key = re.search(r"(sw_[A-Za-z0-9_\-]+)", text)
         assert key is not None
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{match.group(1)}") as client:
