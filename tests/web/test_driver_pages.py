@@ -149,3 +149,17 @@ async def test_event_stream_and_receipt_of_a_paid_session(
     assert 'id="receipt-outcome">settled<' in receipt.text
     rows = re.findall(r"<tr><td>(\d+)</td><td>(\w+)", receipt.text)
     assert len(rows) == kinds.count("invoice") and receipt.text.count("<td>paid</td>") == len(rows)
+
+
+async def test_an_offline_charger_cannot_be_started_and_says_so(
+    browser_client: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    assert (await api.post("/api/v1/chargers", json={"id": "AWAY-1"})).status_code == 201
+    page = await browser_client.get("/c/AWAY-1/1")
+    assert page.status_code == 200
+    assert 'id="charger-online" class="bad">offline<' in page.text
+    assert 'id="connector-state">not reported yet<' in page.text and 'id="price">100<' in page.text
+    assert "disabled" in page.text and "The charger is offline" in page.text
+    refused = await browser_client.post("/c/AWAY-1/1")
+    assert refused.status_code == 409 and "charger AWAY-1 is not connected" in refused.text
+    assert "set-cookie" not in refused.headers
