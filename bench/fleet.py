@@ -347,9 +347,11 @@ async def storm(server: SatwattServer, load: LightLoad, args: argparse.Namespace
     await server.kill()
     log(f"storm: killed the server with {online_before} chargers online; starting it again")
     t_start = stats.now()
-    spy = asyncio.create_task(storm_profile(server, args)) if args.profile else None
     await server.start()
     t_up = stats.now()
+    # from /healthz on (before it, the start-up itself: imports, loading the open settlements)
+    out = Path(tempfile.gettempdir()) / f"fleet-storm-{os.getpid()}.txt"
+    spy = asyncio.create_task(profile(server.pid, int(args.profile), out)) if args.profile else None
     log(f"storm: server answering /healthz after {t_up - t_kill:.1f} s")
     # chargers start booting again as soon as the restarted server listens, which can be well before
     # /healthz answers the bench under the storm: count every boot since the kill, timed from the restart
@@ -379,20 +381,6 @@ async def storm(server: SatwattServer, load: LightLoad, args: argparse.Namespace
     if spy is not None:
         result["profile"] = await spy
     return result
-
-
-async def storm_profile(server: SatwattServer, args: argparse.Namespace) -> dict[str, Any]:
-    """py-spy the restarted server from its first second (attaching as soon as it runs Python)."""
-    old = server.process.pid if server.process else None
-    while server.process is None or server.process.pid == old:  # noqa: ASYNC110  (another task's field)
-        await asyncio.sleep(0.05)
-    out = Path(tempfile.gettempdir()) / f"fleet-storm-{os.getpid()}.txt"
-    for _ in range(40):  # the interpreter may not be up yet
-        await asyncio.sleep(0.25)
-        found = await profile(server.pid, int(args.profile), out)
-        if "error" not in found:
-            return found
-    return found
 
 
 async def report_progress(load: LightLoad, server_pid: int, half: dict[str, int]) -> None:

@@ -151,6 +151,12 @@ async def export_revision(revision: str, dest: Path) -> str:
     _, err = await archive.communicate()
     if archive.returncode != 0:
         raise RuntimeError(f"git archive {commit} failed: {err.decode(errors='replace')}")
+    # byte-compile it, as an installed satwatt would be: with PYTHONDONTWRITEBYTECODE set (as here) every
+    # start, the restart of a storm included, would otherwise compile csms from source (seconds)
+    compile_all = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "compileall", "-q", str(dest / "csms"), stdout=asyncio.subprocess.DEVNULL
+    )
+    await compile_all.wait()
     return commit
 
 
