@@ -12,12 +12,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 
+from csms.api.schemas import INT32_MAX
 from csms.charging import commands as cmd
 from csms.charging import control
 from csms.web import operator_login
 from csms.web.charts import line_chart
 from csms.web.dashboard_data import DashboardData, since
-from csms.web.pages import PAGE_HEADERS, TEMPLATES, form, render, sats
+from csms.web.pages import PAGE_HEADERS, TEMPLATES, form, render, sats, whole_number
 
 log = logging.getLogger("csms.web.dashboard")
 router = APIRouter(include_in_schema=False)
@@ -132,8 +133,8 @@ async def command(request: Request) -> Response:
         elif command == "reset":
             result = await registry.execute(charger_id, cmd.Reset(False))
             what = f"reset of {charger_id}"
-        elif command == "unlock" and connector_id.isdigit():
-            result = await registry.execute(charger_id, cmd.UnlockConnector(int(connector_id)))
+        elif command == "unlock" and (connector := whole_number(connector_id, INT32_MAX)):
+            result = await registry.execute(charger_id, cmd.UnlockConnector(connector))
             what = f"unlock of {charger_id} connector {connector_id}"
         else:
             return JSONResponse({"ok": False, "message": f"unknown command {command!r}"}, status_code=422)

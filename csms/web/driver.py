@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from csms.api import sessions as sessions_api
 from csms.api.access import Principal, digest
 from csms.api.problems import Problem
-from csms.api.schemas import CHARGER_ID_PATTERN, INT64_MAX
+from csms.api.schemas import CHARGER_ID_PATTERN, INT32_MAX, INT64_MAX
 from csms.charging.service import ChargingService
 from csms.charging.session_events import LoggedEvent, SessionEventLog
 from csms.db.models import (
@@ -41,7 +41,7 @@ from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement.engine import DEFAULT_TARIFF_ID
 from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, price_at
 from csms.web import qr
-from csms.web.pages import PAGE_HEADERS, form, problem_page, render
+from csms.web.pages import PAGE_HEADERS, form, problem_page, render, whole_number
 
 router = APIRouter(include_in_schema=False)
 COOKIE = "sw_session"
@@ -67,7 +67,8 @@ def csrf_token(session_token: str) -> str:
 
 
 def _connector_id(text: str) -> int | None:
-    return int(text) if text.isdigit() and 1 <= int(text) <= MAX_CONNECTOR else None
+    number = whole_number(text, MAX_CONNECTOR)
+    return number if number else None
 
 
 async def tariff_of(db: AsyncSession, charger_id: str) -> Tariff:
@@ -242,7 +243,9 @@ def invoice_json(session_id: str, row: LightningInvoice | None) -> dict[str, Any
 
 async def session_state(request: Request, session: ChargingSession, settlement: Settlement) -> dict[str, Any]:
     """What the session page shows, as JSON (the page refreshes it after each event)."""
-    out = sessions_api.session_out(session, settlement)
+    async with _service(request).db() as db:
+        refunded = (await sessions_api.refunded_msat(db, [session.number])).get(session.number, 0)
+    out = sessions_api.session_out(session, settlement, refunded)
     invoice = await current_invoice(_service(request), session.number)
     return {
         "id": out.id,
@@ -254,6 +257,7 @@ async def session_state(request: Request, session: ChargingSession, settlement: 
         "cost_msat": out.cost_msat,
         "credit_wh": out.credit_wh,
         "refundable_msat": out.refundable_msat,
+        "refunded_msat": out.refunded_msat,
         "unpaid_msat": out.unpaid_msat,
         "outcome": out.outcome,
         "closed": settlement.closed,
@@ -324,6 +328,25 @@ async def open_with_token(request: Request, session_id: str) -> Response:
     )
 
 
+@router.get("/s/{session_id}/open", response_class=HTMLResponse)
+async def open_with_k1(request: Request, session_id: str, k1: str = "") -> Response:
+    """The success action of an LNURL-pay prepayment links here: its ``k1`` is the session's token
+    (``st_`` + k1), kept in the session's cookie; the page is then shown without it in the URL."""
+    token = "st_" + k1
+    if _TOKEN.match(token) and len(session_id) <= 64:
+        async with _service(request).db() as db:
+            found = await db.scalar(
+                select(ChargingSession.id)
+                .join(Settlement, Settlement.session_number == ChargingSession.number)
+                .where(Settlement.token_hash == digest(token), ChargingSession.id == session_id)
+            )
+        if found is not None:
+            response = RedirectResponse(f"/s/{session_id}", status_code=303)
+            _keep_token(request, response, session_id, token)
+            return response
+    return _not_yours(request, session_id)
+
+
 @router.get("/s/{session_id}/state")
 async def state_json(request: Request, session_id: str) -> JSONResponse:
     try:
@@ -342,13 +365,14 @@ async def invoice_qr(request: Request, session_id: str, seq: str) -> Response:
     except NotYours:
         return Response(status_code=403)
     async with _service(request).db() as db:
+        number = whole_number(seq, INT32_MAX)
         row = (
             await db.scalar(
                 select(LightningInvoice).where(
-                    LightningInvoice.session_number == session.number, LightningInvoice.seq == int(seq)
+                    LightningInvoice.session_number == session.number, LightningInvoice.seq == number
                 )
             )
-            if seq.isdigit() and len(seq) < 10
+            if number is not None
             else None
         )
     if row is None or row.bolt11 is None:
@@ -429,7 +453,8 @@ async def events(
         session, _, _ = await _driver_session(request, session_id)
     except NotYours:
         return Response(status_code=403)
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    resumed = whole_number(last_event_id, INT64_MAX)
+    start = resumed if resumed is not None else after
     log: SessionEventLog = request.app.state.events
 
     async def stream() -> Any:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fastapi import Request, Response
 
 from csms.security import data_secret
+from csms.web.pages import whole_number
 
 COOKIE = "sw_operator"
 PATH = "/dashboard"
@@ -69,7 +70,7 @@ def current(request: Request) -> Login | None:
     """The operator's login carried by this request, if it is valid and not expired."""
     value = request.cookies.get(COOKIE, "")
     parts = value.split(".")
-    if len(parts) != 3 or not parts[0].isdigit():
+    if len(parts) != 3 or whole_number(parts[0], 2**63 - 1) is None:
         return None
     issued, nonce, mac = parts
     secret = _secret(request)

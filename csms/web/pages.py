@@ -90,3 +90,12 @@ async def form(request: Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         return {}
     return {name: values[0] for name, values in fields.items()}
+
+
+def whole_number(text: str | None, maximum: int) -> int | None:
+    """``text`` as a whole number from 0 to ``maximum`` written in ASCII digits, else None (never an
+    exception: "²" is a digit to ``str.isdigit`` but not to ``int``)."""
+    if not text or len(text) > len(str(maximum)) or not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= maximum else None

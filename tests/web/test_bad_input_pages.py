@@ -21,11 +21,14 @@ async def test_driver_routes_answer_bad_input_clearly(
         ("GET", "/c/" + "A" * 2000 + "/1", {}, 404),
         ("GET", "/c/BAD-1/99999999999999999999", {}, 404),
         ("POST", "/c/BAD-1/-1", {}, 404),
+        ("GET", "/c/BAD-1/\u00b2", {}, 404),  # a digit to str.isdigit, not to int
+        ("POST", "/c/BAD-1/\u0661", {}, 404),  # an Arabic-Indic one
         ("GET", "/s/" + "x" * 300, {}, 403),
         ("GET", "/s/nope/state", {}, 403),
         ("GET", "/s/nope/receipt", {}, 403),
         ("GET", "/s/nope/invoice/1.svg", {}, 403),
         ("GET", f"{path}/invoice/abc.svg", {}, 404),
+        ("GET", f"{path}/invoice/\u00b2.svg", {}, 404),
         ("GET", f"{path}/invoice/99.svg", {}, 404),
         ("GET", f"{path}/invoice/{'9' * 40}.svg", {}, 404),
         ("GET", f"{path}/events?after=-1", {}, 422),
@@ -59,6 +62,8 @@ async def test_dashboard_commands_answer_bad_input_clearly(
     cases = [
         ({"command": "explode"}, 422, "unknown command 'explode'"),
         ({"command": "unlock", "charger_id": "BAD-2", "connector_id": "x"}, 422, "unknown command"),
+        ({"command": "unlock", "charger_id": "BAD-2", "connector_id": "\u00b2"}, 422, "unknown command"),
+        ({"command": "unlock", "charger_id": "BAD-2", "connector_id": "0"}, 422, "unknown command"),
         ({"command": "remote_stop", "session_id": "nope"}, 404, "no session nope"),
         ({"command": "reset", "charger_id": "NOPE"}, 409, "not connected"),
         ({}, 422, "unknown command ''"),
