@@ -84,9 +84,8 @@ async def tariff_of(db: AsyncSession, charger_id: str) -> Tariff:
 
 
 # ------------------------------------------------------------------------------ the connector page
-async def _connector_page(
-    request: Request, charger_id: str, connector_text: str, error: str | None = None, status_code: int = 200
-) -> HTMLResponse:
+async def _connector(request: Request, charger_id: str, connector_text: str) -> dict[str, Any] | HTMLResponse:
+    """What the connector page shows, or the problem page when the address names no connector."""
     connector_id = _connector_id(connector_text)
     if not _CHARGER_ID.match(charger_id) or connector_id is None:
         return problem_page(request, 404, "No such charger", "This address names no charger and connector.")
@@ -106,6 +105,7 @@ async def _connector_page(
                 ChargingSession.state != "ended",
             )
         )
+        tariff = await tariff_of(db, charger_id)
     if charger is None or not charger.registered:
         return problem_page(request, 404, "No such charger", f"There is no charger {charger_id} here.")
     connector = next((c for c in connectors if c.connector_id == connector_id), None)
@@ -117,8 +117,6 @@ async def _connector_page(
             "No such connector",
             f"Charger {charger_id} has no connector {connector_id} (its connectors: {known}).",
         )
-    async with service.db() as db:
-        tariff = await tariff_of(db, charger_id)
     where = await _registry(request).whereabouts(charger_id)  # in cluster mode: any process
     online = where is not None and where.connected
     if not online:
@@ -129,40 +127,42 @@ async def _connector_page(
         blocked = f"This connector is {connector.status.lower()}."
     else:
         blocked = None
-    return render(
-        request,
-        "connector.html",
-        status_code,
-        charger=charger,
-        connector_id=connector_id,
-        connector=connector,
-        online=online,
-        price_msat_per_kwh=price_at(tariff, datetime.now(UTC)),
-        tariff=tariff,
-        blocked=blocked,
-        error=error,
-    )
+    return {
+        "charger": charger,
+        "connector_id": connector_id,
+        "connector": connector,
+        "online": online,
+        "price_msat_per_kwh": price_at(tariff, datetime.now(UTC)),
+        "tariff": tariff,
+        "blocked": blocked,
+        "error": None,
+    }
 
 
 @router.get("/c/{charger_id}/{connector_id}", response_class=HTMLResponse)
 async def connector_page(request: Request, charger_id: str, connector_id: str) -> HTMLResponse:
-    return await _connector_page(request, charger_id, connector_id)
+    context = await _connector(request, charger_id, connector_id)
+    if isinstance(context, HTMLResponse):
+        return context
+    return render(request, "connector.html", **context)
 
 
 @router.post("/c/{charger_id}/{connector_id}", response_class=HTMLResponse)
 async def start_walk_up(request: Request, charger_id: str, connector_id: str) -> Response:
-    number = _connector_id(connector_id)
-    if not _CHARGER_ID.match(charger_id) or number is None:
-        return problem_page(request, 404, "No such charger", "This address names no charger and connector.")
-    body = sessions_api.WalkUpRequest(charger_id=charger_id, connector_id=number)
+    """The start button: a walk-up session (as ``POST /api/v1/sessions``), then its page."""
+    context = await _connector(request, charger_id, connector_id)
+    if isinstance(context, HTMLResponse):
+        return context
+    body = sessions_api.WalkUpRequest(charger_id=charger_id, connector_id=context["connector_id"])
     try:
         created = await sessions_api.start_session(
             body, request, _service(request), _registry(request), Response()
         )
     except Problem as exc:
-        return await _connector_page(
-            request, charger_id, connector_id, error=exc.detail or exc.title, status_code=exc.status
-        )
+        again = await _connector(request, charger_id, connector_id)
+        if isinstance(again, HTMLResponse):
+            return again
+        return render(request, "connector.html", exc.status, **{**again, "error": exc.detail or exc.title})
     response = RedirectResponse(f"/s/{created.id}", status_code=303)
     _keep_token(request, response, created.id, created.token)
     return response

@@ -75,3 +75,12 @@ async def test_dashboard_commands_answer_bad_input_clearly(
     assert garbled.status_code == 422
     huge_login = await browser_client.post("/dashboard/login", content=b"key=" + b"k" * 10_000)
     assert huge_login.status_code == 401
+
+
+async def test_no_session_is_started_on_a_connector_the_charger_does_not_have(
+    browser_client: httpx.AsyncClient, api: httpx.AsyncClient, stations: Callable[..., Any]
+) -> None:
+    await stations("BAD-3", "2.0.1")
+    refused = await browser_client.post("/c/BAD-3/2")
+    assert refused.status_code == 404 and "has no connector 2" in refused.text
+    assert (await api.get("/api/v1/sessions", params={"charger_id": "BAD-3"})).json() == []
