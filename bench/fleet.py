@@ -156,7 +156,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         launcher = ["-m", "csms"]
         if args.tracemalloc:
             launcher = [str(BENCH / "traced_serve.py")]
-            extra.update(PYTHONTRACEMALLOC=str(args.tracemalloc), CSMS_TRACEMALLOC_DIR=str(Path(tmp) / "tm"))
+            extra["CSMS_TRACEMALLOC_FRAMES"] = str(args.tracemalloc)
+            extra["CSMS_TRACEMALLOC_DIR"] = str(Path(tmp) / "tm")
         server = SatwattServer(
             Path(tmp) / "data", free_port(), args.database_url, env_extra=extra, tree=tree, launcher=launcher
         )
