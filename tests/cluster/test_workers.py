@@ -44,6 +44,7 @@ async def test_two_workers_share_a_port_and_a_dead_one_is_started_again(
     port = free_port()
     async with cluster_environment(tmp_path, cluster_database) as environment:
         env, key = environment.env, environment.api_key
+        log = (tmp_path / "serve.log").open("wb")
         supervisor = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -55,12 +56,16 @@ async def test_two_workers_share_a_port_and_a_dead_one_is_started_again(
             str(port),
             cwd=REPO,
             env={**env, "CSMS_DATA_DIR": str(tmp_path / "data")},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
             start_new_session=True,
         )
+        log.close()
         try:
-            state = await poll(lambda: health(port), lambda s: len(members(s)) == 2, timeout_s=60)
+            try:
+                state = await poll(lambda: health(port), lambda s: len(members(s)) == 2, timeout_s=90)
+            except TimeoutError:
+                raise AssertionError((tmp_path / "serve.log").read_text()[-3000:]) from None
             first = members(state)
             api = httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
