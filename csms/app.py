@@ -16,6 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from csms import __version__, collector, web
 from csms.api import chargers, docs_pages, id_tags, payers, problems, sessions, tariffs
+from csms.api import lnurl as lnurl_api
 from csms.charging.plausibility import REASONS, Limits
 from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
@@ -31,6 +32,7 @@ from csms.ocpp.server import OcppContext, ocpp_endpoint
 from csms.security import ApiKey, PasswordVerifier, data_secret, load_or_create_api_key
 from csms.settings import Settings
 from csms.settlement.engine import SettlementEngine
+from csms.settlement.refunds import RefundDesk
 
 log = logging.getLogger("csms")
 LAST_SEEN_FLUSH_S = 60
@@ -168,14 +170,17 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             secret=secret,
             tick_s=settings.settlement_tick_ms / 1000,
         )
+        refunds = RefundDesk(sessionmaker, writer, node.backend, events)
         app.state.lightning = node
         app.state.settlement = settlement
+        app.state.refunds = refunds
         app.state.banner.extend(node.description)
         if cluster is None:
             await settlement.start()
         else:  # chargers' settlements are loaded as they are claimed; the leader follows the stream
             await settlement.start(owned_only=True, follow_payments=False)
             cluster.attach(settlement, service)
+        await refunds.start()
 
         async def flush_last_seen() -> None:
             while True:
@@ -197,6 +202,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
             await service.flush_last_seen(registry.last_seen())
             if cluster is not None:
                 await cluster.leave_leadership()
+            await refunds.stop()
             await settlement.stop()
             await registry.close_all()
             if cluster is not None:
@@ -232,6 +238,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     app.include_router(id_tags.router)
     app.include_router(tariffs.router)
     app.include_router(payers.router)
+    app.include_router(lnurl_api.router)
     web.install(app)  # the driver pages and the operator dashboard (csms/web)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and readiness")

@@ -124,9 +124,12 @@ class Backend(Protocol):
         memo: str = "",
         expiry_s: int = DEFAULT_INVOICE_EXPIRY_S,
         preimage: bytes | None = None,
+        description_hash: bytes | None = None,
     ) -> Invoice:
         """An ordinary invoice; with ``preimage`` (32 bytes) its hash is fixed, so creating it again
-        raises DuplicateInvoice instead of making a second one."""
+        raises DuplicateInvoice instead of making a second one. With ``description_hash`` (32 bytes,
+        e.g. LNURL-pay's sha256 of its metadata) the invoice carries that ``h`` tag (``memo`` must then
+        be empty: BOLT11 has one or the other)."""
         ...
 
     async def lookup_invoice(self, payment_hash: bytes) -> Invoice: ...

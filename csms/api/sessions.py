@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from csms.api.access import Principal, caller_of, new_token, principal_of
 from csms.api.chargers import FAILURE_STATUS
@@ -26,7 +26,7 @@ from csms.api.schemas import CHARGER_ID_PATTERN, INT64_MAX, MeterPoint, Strict, 
 from csms.charging import commands as cmd
 from csms.charging.service import ChargingService
 from csms.charging.session_events import SessionEventLog
-from csms.db.models import Charger, ChargingSession, LightningInvoice, MeterSample, Settlement
+from csms.db.models import Charger, ChargingSession, LightningInvoice, MeterSample, Refund, Settlement
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement.bill import session_view
 from csms.settlement.engine import SettlementEngine
@@ -87,7 +87,10 @@ class SessionOut(BaseModel):
     billed_msat: int | None = None
     paid_msat: int | None = None
     credit_wh: int | None = None
-    refundable_msat: int | None = None
+    refundable_msat: int | None = Field(
+        default=None, description="Paid and not used, not yet refunded (withdraw it: LNURL-withdraw)"
+    )
+    refunded_msat: int | None = Field(default=None, description="Paid back to the driver's wallet")
     unpaid_msat: int | None = None
     outcome: str | None = None
 
@@ -111,7 +114,19 @@ def invoice_out(row: LightningInvoice) -> InvoiceOut:
     return InvoiceOut.model_validate(row, from_attributes=True)
 
 
-def session_out(session: ChargingSession, settlement: Settlement | None) -> SessionOut:
+async def refunded_msat(db: Any, numbers: list[int]) -> dict[int, int]:
+    """What was paid back (or is being paid back) to each session's driver (LNURL-withdraw)."""
+    if not numbers:
+        return {}
+    rows = await db.execute(
+        select(Refund.session_number, func.sum(Refund.amount_msat))
+        .where(Refund.session_number.in_(numbers), Refund.status.in_(("paying", "paid")))
+        .group_by(Refund.session_number)
+    )
+    return {number: int(total or 0) for number, total in rows.all()}
+
+
+def session_out(session: ChargingSession, settlement: Settlement | None, refunded: int = 0) -> SessionOut:
     base = {name: getattr(session, name) for name in SessionOut.model_fields if hasattr(session, name)}
     base["sold"] = settlement is not None
     if settlement is not None:
@@ -125,7 +140,8 @@ def session_out(session: ChargingSession, settlement: Settlement | None) -> Sess
             billed_msat=view.billed_msat,
             paid_msat=view.paid_msat,
             credit_wh=view.credit_wh,
-            refundable_msat=view.refundable_msat,
+            refundable_msat=max(0, view.refundable_msat - refunded),
+            refunded_msat=refunded,
             unpaid_msat=view.unpaid_msat,
             outcome=view.outcome,
             state=view.state.value,
@@ -280,7 +296,9 @@ async def list_sessions(
     elif caller.kind == "session":
         query = query.where(ChargingSession.number == caller.session_number)
     async with service.db() as db:
-        return [session_out(s, t) for s, t in (await db.execute(query)).all()]
+        rows = (await db.execute(query)).all()
+        refunded = await refunded_msat(db, [s.number for s, t in rows if t is not None])
+        return [session_out(s, t, refunded.get(s.number, 0)) for s, t in rows]
 
 
 @router.get(
@@ -299,7 +317,8 @@ async def get_session(session_id: str, service: Service, caller: Caller) -> Sess
             .order_by(MeterSample.timestamp, MeterSample.id)
         )
         series = [meter_point(session, s) for s in samples]
-    return SessionDetail(**session_out(session, settlement).model_dump(), meter_series=series)
+        refunded = (await refunded_msat(db, [session.number])).get(session.number, 0)
+    return SessionDetail(**session_out(session, settlement, refunded).model_dump(), meter_series=series)
 
 
 @router.get(
@@ -417,9 +436,21 @@ class LedgerEntry(InvoiceOut):
     node_amount_paid_msat: int | None
 
 
+class RefundOut(BaseModel):
+    key: str
+    amount_msat: int = Field(description="Paid back to the driver's wallet (LNURL-withdraw)")
+    fee_msat: int | None = Field(description="Routing fee satwatt paid on top (the operator's cost)")
+    payment_hash: str
+    status: str = Field(description="paying, paid or failed (a failed one moved nothing)")
+    failure: str | None
+    created_at: datetime
+    paid_at: datetime | None
+
+
 class Ledger(BaseModel):
     session: SessionOut
     invoices: list[LedgerEntry]
+    refunds: list[RefundOut] = Field(description="Payments back to the driver")
     bill: dict[str, Any] | None
     reconciled: bool
     mismatches: list[str] = Field(description="Invoices whose paid state differs from the node's")
@@ -440,6 +471,8 @@ LEDGER_COLUMNS = (
     "node_state",
     "node_amount_paid_msat",
 )
+#: a refund in the CSV ledger: a row of kind "refund" (its amount goes out), the same columns
+REFUND_ROW = {"kind": "refund", "energy_wh": 0, "price_msat_per_kwh": 0, "fee_msat": 0}
 
 
 @router.get(
@@ -472,6 +505,13 @@ async def ledger(
                 .order_by(LightningInvoice.seq)
             )
         )
+        refund_rows = list(
+            await db.scalars(
+                select(Refund).where(Refund.session_number == session.number).order_by(Refund.created_at)
+            )
+        )
+    refunds = [RefundOut.model_validate(r, from_attributes=True).model_dump(mode="json") for r in refund_rows]
+    refunded = sum(r["amount_msat"] for r in refunds if r["status"] in ("paying", "paid"))
     entries: list[dict[str, Any]] = []
     for row in rows:
         entry = invoice_out(row).model_dump(mode="json")
@@ -488,12 +528,24 @@ async def ledger(
         writer = csv.DictWriter(buffer, fieldnames=LEDGER_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(entries)
+        writer.writerows(
+            {
+                **REFUND_ROW,
+                "key": r["key"],
+                "payment_hash": r["payment_hash"],
+                "amount_msat": r["amount_msat"],
+                "status": r["status"],
+                "created_at": r["created_at"],
+                "paid_at": r["paid_at"],
+            }
+            for r in refunds
+        )
         return Response(
             buffer.getvalue(),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="satwatt-{session.id}.csv"'},
         )
-    summary = session_out(session, settlement).model_dump(mode="json")
+    summary = session_out(session, settlement, refunded).model_dump(mode="json")
     mismatches = [
         e["key"]
         for e in entries
@@ -504,6 +556,7 @@ async def ledger(
     body = {
         "session": summary,
         "invoices": entries,
+        "refunds": refunds,
         "bill": settlement.bill if settlement else None,
         "reconciled": reconcile,
         "mismatches": mismatches,

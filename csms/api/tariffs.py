@@ -79,6 +79,15 @@ class TariffChanges(Strict):
     grace_s: int = Field(default_factory=absent, ge=0, le=DAY_S)
     stop_after_s: int = Field(default_factory=absent, ge=0, le=DAY_S)
     invoice_expiry_s: int = Field(default_factory=absent, ge=1, le=DAY_S)
+    prepay_min_msat: int = Field(
+        default_factory=absent,
+        ge=1,
+        le=100_000_000_000,
+        description="Least a driver may prepay from a phone wallet (LNURL-pay); more than session_fee_msat",
+    )
+    prepay_max_msat: int = Field(
+        default_factory=absent, ge=1, le=100_000_000_000, description="Most a driver may prepay (LNURL-pay)"
+    )
     schedule: Schedule | None = Field(default_factory=absent)
 
 
@@ -110,6 +119,8 @@ class TariffOut(BaseModel):
     grace_s: int
     stop_after_s: int
     invoice_expiry_s: int
+    prepay_min_msat: int = DEFAULT_TARIFF.prepay_min_msat
+    prepay_max_msat: int = DEFAULT_TARIFF.prepay_max_msat
     schedule: ScheduleOut | None
 
 

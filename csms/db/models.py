@@ -281,6 +281,30 @@ class LightningInvoice(Base):
     settle_index: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class Refund(Base):
+    """A refund paid to an invoice the driver's wallet submitted (LNURL-withdraw): recorded before it is
+    paid, paid once per payment hash (see csms.settlement.refunds)."""
+
+    __tablename__ = "refunds"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    session_number: Mapped[int] = mapped_column(
+        Integer, ForeignKey("sessions.number", ondelete="CASCADE"), index=True
+    )
+    # the session's number while this refund is being paid or paid, NULL once it failed: unique, so a
+    # session has at most one refund that moves money, whichever process records it
+    active_for: Mapped[int | None] = mapped_column(Integer, unique=True)
+    amount_msat: Mapped[int] = mapped_column(BigInteger)
+    bolt11: Mapped[str] = mapped_column(Text)
+    payment_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    fee_limit_msat: Mapped[int] = mapped_column(BigInteger)
+    fee_msat: Mapped[int | None] = mapped_column(BigInteger)  # routing fee, paid by the operator
+    status: Mapped[str] = mapped_column(String(16))  # paying, paid, failed
+    failure: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    paid_at: Mapped[datetime | None]
+
+
 class SettlementAction(Base):
     """A settlement decision, persisted before it is acted on (the outbox); done once."""
 

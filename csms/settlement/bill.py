@@ -118,7 +118,7 @@ def _shortfall_price(state: SessionSettlement, tariff: Tariff, now: datetime) ->
     final = state.final_invoice
     if final is not None:
         return final.price_msat_per_kwh
-    increments = [i for i in state.invoices if i.kind is InvoiceKind.INCREMENT]
+    increments = [i for i in state.invoices if i.kind in (InvoiceKind.INCREMENT, InvoiceKind.PREPAY)]
     if increments:
         return max(increments, key=lambda i: i.seq).price_msat_per_kwh
     return price_at(tariff, state.transaction_ended_at or now)

@@ -60,13 +60,15 @@ from csms.settlement.session import (
     InvoiceStatus,
     SessionSettlement,
     UnknownInvoiceError,
+    open_prepaid_session,
     open_session,
     record_meter,
     record_payment,
+    record_prepay_invoice,
     record_transaction_ended,
     record_transaction_started,
 )
-from csms.settlement.tariff import DEFAULT_TARIFF, Tariff
+from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, price_at
 from lightning import Backend, InvoiceCursor, InvoiceState, LightningError
 from lightning import Invoice as NodeInvoice
 from lightning.errors import BackendUnavailable, DuplicateInvoice, InvoiceAlreadySettled
@@ -551,6 +553,127 @@ class SettlementEngine:
             await self._drain(session.number)
         return session
 
+    # ------------------------------------------------------------------ prepaid sessions (LNURL-pay)
+    def withdraw_k1(self, session_id: str) -> str:
+        """The session's LNURL-withdraw secret (``k1``), derived from its id with the server secret: the
+        prepaid session's driver gets it with the payment's success action (it is also their session
+        token, ``st_`` + k1), and a receipt shows it to whoever holds the session."""
+        return hmac.new(self.secret, f"lnurlw/{session_id}".encode(), hashlib.sha256).hexdigest()
+
+    async def open_prepaid(
+        self, charger_id: str, connector_id: int, amount_msat: int, description_hash: bytes
+    ) -> tuple[Any, str]:
+        """A driver's LNURL-pay to a free connector: a prepaid session and its prepayment invoice (with
+        the LNURL metadata's description hash); the charger starts once it is paid. The session and
+        its token (``st_`` + the withdraw k1)."""
+        session = await self.service.create_pending_session(charger_id, connector_id)
+        now = self.clock()
+        async with self.db() as db:
+            tariff_id, tariff = await self._tariff_for(db, charger_id)
+        token = "st_" + self.withdraw_k1(session.id)
+        state = open_prepaid_session(session.id, now)
+        entry = _Open(state, tariff, charger_id=charger_id, connector_id=connector_id)
+        unit = Unit()
+        unit.add(
+            INSERT_SETTLEMENT,
+            self._settlement_row(session.number, state, tariff_id, tariff, token_hash=token_digest(token)),
+        )
+        self._open[session.number] = entry
+        self._stage_prepay(session.number, entry, unit, amount_msat, description_hash)
+        await self.writer.commit(unit)
+        self.events.notify(session.number)
+        await self._drain(session.number)
+        return session, token
+
+    async def top_up(self, number: int, amount_msat: int, description_hash: bytes) -> str:
+        """Another prepayment for a running prepaid session; the new invoice's key."""
+        entry = self._open.get(number)
+        if entry is None or not entry.state.prepaid:
+            raise ValueError("not a running prepaid session")
+        state = entry.state
+        if state.transaction_ended_at is not None or state.stop_requested_at is not None:
+            raise ValueError("the session is ending")
+        unit = Unit()
+        key = self._stage_prepay(number, entry, unit, amount_msat, description_hash)
+        try:
+            await self.writer.commit(unit)
+        except Exception:
+            await self.reload(number)
+            raise
+        await self._drain(number)
+        return key
+
+    def _stage_prepay(
+        self, number: int, entry: _Open, unit: Unit, amount_msat: int, description_hash: bytes
+    ) -> str:
+        """Record the prepayment invoice (a fact: the driver's amount) and stage its creation at the node
+        in the outbox, with the same idempotent action as the policy's invoices."""
+        now = self.clock()
+        price = price_at(entry.tariff, now)
+        expires_at = now + timedelta(seconds=entry.tariff.invoice_expiry_s)
+        key = entry.state.invoice_key(entry.state.next_seq)
+
+        def fact(state: SessionSettlement) -> SessionSettlement:
+            return record_prepay_invoice(
+                state, amount_msat, price, entry.tariff.session_fee_msat, now, expires_at
+            )
+
+        def stage(unit: Unit, state: SessionSettlement) -> None:
+            invoice = state.invoice(key)
+            payload = {
+                "key": key,
+                "seq": invoice.seq,
+                "at": now.isoformat(),
+                "energy_wh": invoice.energy_wh,
+                "price_msat_per_kwh": price,
+                "fee_msat": invoice.fee_msat,
+                "amount_msat": amount_msat,
+                "expires_at": expires_at.isoformat(),
+                "kind": "prepay",
+                "description_hash": description_hash.hex(),
+            }
+            action = _Action(key, number, "IssueInvoice", payload, 0)
+            unit.add(
+                self._insert_action,
+                {
+                    "key": key,
+                    "session_number": number,
+                    "kind": action.kind,
+                    "payload": payload,
+                    "status": "pending",
+                    "attempts": 0,
+                    "last_error": None,
+                    "created_at": now,
+                    "done_at": None,
+                },
+            )
+            self._by_payment_hash[self.payment_hash(key)] = (number, key)
+            unit.add(
+                self._insert_invoice,
+                {
+                    "key": key,
+                    "session_number": number,
+                    "seq": invoice.seq,
+                    "kind": "prepay",
+                    "payment_hash": self.payment_hash(key),
+                    "bolt11": None,
+                    "amount_msat": amount_msat,
+                    "energy_wh": invoice.energy_wh,
+                    "price_msat_per_kwh": price,
+                    "fee_msat": invoice.fee_msat,
+                    "status": "creating",
+                    "created_at": now,
+                    "expires_at": expires_at,
+                    "paid_at": None,
+                    "amount_paid_msat": None,
+                    "settle_index": None,
+                },
+            )
+            unit.on_commit(lambda: self._enqueue([action]))
+
+        self._step(number, entry, fact, unit, within=stage)
+        return key
+
     # ------------------------------------------------------------------ the core step
     def _step(
         self,
@@ -822,26 +945,41 @@ class SettlementEngine:
             session = await self._session(number)
             label = f"{session.charger_id}/{session.connector_id}"
         final = action.kind == "IssueFinalInvoice"
+        kind = payload.get("kind") or ("final" if final else "increment")
         expires_at = datetime.fromisoformat(payload["expires_at"])
         expiry_s = max(1, int((expires_at - self.clock()).total_seconds()))
+        description_hash = (
+            bytes.fromhex(payload["description_hash"]) if payload.get("description_hash") else None
+        )
         memo = (
-            f"satwatt {label}: {payload['energy_wh']} Wh at "
+            ""  # an LNURL-pay invoice is described by its metadata's hash (BOLT11: one or the other)
+            if description_hash is not None
+            else f"satwatt {label}: {payload['energy_wh']} Wh at "
             f"{payload['price_msat_per_kwh'] // 1000} sat/kWh" + (" (final)" if final else "")
         )
         preimage = self.preimage(key)
         if arrived is not None:
             self.metrics.observe_invoice_request(*arrived)
         try:
-            invoice = await self.backend.create_invoice(
-                payload["amount_msat"], memo, expiry_s, preimage=preimage
-            )
+            if description_hash is not None:
+                invoice = await self.backend.create_invoice(
+                    payload["amount_msat"],
+                    memo,
+                    expiry_s,
+                    preimage=preimage,
+                    description_hash=description_hash,
+                )
+            else:
+                invoice = await self.backend.create_invoice(
+                    payload["amount_msat"], memo, expiry_s, preimage=preimage
+                )
             self.metrics.issued.inc()
         except DuplicateInvoice:  # created before a crash: the same preimage gives the same invoice
             invoice = await self.backend.lookup_invoice(hashlib.sha256(preimage).digest())
         unit.add(INVOICE_CREATED, {"b_key": key, "bolt11": invoice.bolt11})
         event = {
             "key": key,
-            "kind": "final" if final else "increment",
+            "kind": kind,
             "payment_hash": hashlib.sha256(preimage).hexdigest(),
             "bolt11": invoice.bolt11,
             "amount_msat": payload["amount_msat"],

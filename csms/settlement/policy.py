@@ -35,6 +35,10 @@ cut; billing only ever uses metered Wh):
   (not replaced when it expires; canceled and reissued smaller only if a late increment payment shrinks
   the shortfall); the session closes ``settled`` when nothing is owed, ``unpaid_debt`` when the final
   invoice expires unpaid.
+* Prepaid sessions (``state.prepaid``, LNURL-pay): the driver's prepayments are recorded as facts
+  (``record_prepay_invoice``); no increment invoice is issued; the power is cut (``prepayment_used``) as
+  soon as the projected energy reaches the paid Wh, resumed by a paid top-up, and the transaction is
+  stopped after ``stop_after_s`` suspended. The rest (final invoice, close) is as above.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from csms.settlement.tariff import Tariff, increment_wh_for, price_at, require_a
 class SuspendReason(StrEnum):
     ALLOWANCE_EXCEEDED = "allowance_exceeded"  # delivered > paid + allowance_wh
     PAYMENT_OVERDUE = "payment_overdue"  # credit exhausted for grace_s with the invoice unpaid
+    PREPAYMENT_USED = "prepayment_used"  # a prepaid session drew all it prepaid
 
 
 class StopReason(StrEnum):
@@ -262,11 +267,33 @@ def _before_start(state: SessionSettlement, tariff: Tariff, now: datetime) -> De
     if state.open_invoices():
         return None
     if not state.invoices:
-        return _increment_invoice(state, tariff, now, credit_wh=0)
+        # a prepaid session is opened with its prepayment (record_prepay_invoice), never without
+        return None if state.prepaid else _increment_invoice(state, tariff, now, credit_wh=0)
     return _close(state, tariff, now, CloseOutcome.NOT_STARTED)
 
 
+def _prepaid_during_transaction(state: SessionSettlement, tariff: Tariff, now: datetime) -> Decision | None:
+    """A prepaid session draws its prepayment down: no invoices; the power is cut as soon as the
+    (projected) energy reaches what is prepaid, resumed by a top-up, and the transaction stopped after
+    ``stop_after_s`` suspended, as for an invoice stream whose payments stopped."""
+    sid = state.session_id
+    credit_wh = state.paid_wh - projected_delivered_wh(state, now)
+    if state.stop_requested_at is not None:
+        return None
+    if state.suspended_since is not None:
+        if credit_wh > 0:
+            return Resume(key=f"{sid}/resume/{state.suspension_count}", at=now)
+        if whole_seconds(now - state.suspended_since) >= tariff.stop_after_s:
+            return StopTransaction(key=f"{sid}/stop", at=now, reason=StopReason.SUSPENDED_TOO_LONG)
+        return None
+    if credit_wh <= 0:
+        return _suspend(state, now, SuspendReason.PREPAYMENT_USED)
+    return None
+
+
 def _during_transaction(state: SessionSettlement, tariff: Tariff, now: datetime) -> Decision | None:
+    if state.prepaid:
+        return _prepaid_during_transaction(state, tariff, now)
     sid = state.session_id
     projected_wh = projected_delivered_wh(state, now)
     credit_wh = state.paid_wh - projected_wh
@@ -297,7 +324,7 @@ def _during_transaction(state: SessionSettlement, tariff: Tariff, now: datetime)
 
 def _after_end(state: SessionSettlement, tariff: Tariff, now: datetime) -> Decision | None:
     sid = state.session_id
-    for invoice in state.open_invoices(InvoiceKind.INCREMENT):
+    for invoice in (*state.open_invoices(InvoiceKind.INCREMENT), *state.open_invoices(InvoiceKind.PREPAY)):
         return CancelInvoice(key=f"{sid}/cancel/{invoice.seq}", invoice_key=invoice.key, at=now)
     bill = compute_bill(state, tariff, now)
     final = state.final_invoice

@@ -22,6 +22,7 @@ from csms.settlement.tariff import require_aware
 class InvoiceKind(StrEnum):
     INCREMENT = "increment"  # prepays energy during the transaction
     FINAL = "final"  # the shortfall after the transaction ended
+    PREPAY = "prepay"  # an amount the driver chose (LNURL-pay): drawn down as energy flows
 
 
 class InvoiceStatus(StrEnum):
@@ -96,11 +97,15 @@ class SessionSettlement:
     ``power_w`` and ``metered_at`` are the last sample's power and time. ``credit_exhausted_at`` is when
     the (metered) credit last fell to zero or below, ``None`` while there is credit.
     ``suspension_count`` numbers suspensions, so each Suspend/Resume has its own key.
+    ``prepaid``: the driver prepays amounts of their choice (LNURL-pay, ``record_prepay_invoice``)
+    instead of paying an invoice stream; the policy issues no increment invoices and cuts the power
+    when the prepayment is used up.
     """
 
     session_id: str
     created_at: datetime
     remote_start: bool = False
+    prepaid: bool = False
     invoices: tuple[Invoice, ...] = ()
     delivered_wh: int = 0
     power_w: int = 0
@@ -197,6 +202,7 @@ class SessionSettlement:
             session_id=data["session_id"],
             created_at=_load_time(data["created_at"]),
             remote_start=bool(data.get("remote_start", False)),
+            prepaid=bool(data.get("prepaid", False)),
             invoices=tuple(Invoice.from_dict(i) for i in data.get("invoices", ())),
             delivered_wh=int(data.get("delivered_wh", 0)),
             power_w=int(data.get("power_w", 0)),
@@ -218,6 +224,54 @@ def open_session(session_id: str, at: datetime, *, remote_start: bool) -> Sessio
     invoice is paid (the policy emits ``RemoteStart``). ``False``: the charger already started (id tag);
     call ``record_transaction_started`` next."""
     return SessionSettlement(session_id=session_id, created_at=require_aware(at), remote_start=remote_start)
+
+
+def open_prepaid_session(session_id: str, at: datetime) -> SessionSettlement:
+    """A new prepaid session (LNURL-pay): the charger starts once a prepayment is paid."""
+    return SessionSettlement(
+        session_id=session_id, created_at=require_aware(at), remote_start=True, prepaid=True
+    )
+
+
+def prepay_energy_wh(amount_msat: int, fee_msat: int, price_msat_per_kwh: int) -> int:
+    """Whole Wh a prepayment buys after the fee, rounded down (toward the buyer: what is left below
+    one Wh's price is refunded with the unused energy)."""
+    if amount_msat < fee_msat or price_msat_per_kwh <= 0:
+        raise ValueError("the prepayment must cover the fee, and the price must be > 0")
+    return (amount_msat - fee_msat) * 1000 // price_msat_per_kwh
+
+
+def record_prepay_invoice(
+    state: SessionSettlement,
+    amount_msat: int,
+    price_msat_per_kwh: int,
+    fee_due_msat: int,
+    at: datetime,
+    expires_at: datetime,
+) -> SessionSettlement:
+    """The driver asked to prepay ``amount_msat`` (a prepaid session's first payment or a top-up): an
+    open PREPAY invoice for it. It carries the session fee (``fee_due_msat``) while no paid invoice
+    has; its energy is what the rest buys at ``price_msat_per_kwh``. Unlike the policy's invoices its
+    amount is the driver's: ``amount_msat - fee`` may exceed the energy's price by less than one Wh's
+    price, which is refunded with the unused energy (``bill.RefundLine``)."""
+    require_aware(at)
+    if not state.prepaid:
+        raise ValueError("not a prepaid session")
+    fee = 0 if state.fee_paid else fee_due_msat
+    seq = state.next_seq
+    invoice = Invoice(
+        key=state.invoice_key(seq),
+        seq=seq,
+        kind=InvoiceKind.PREPAY,
+        energy_wh=prepay_energy_wh(amount_msat, fee, price_msat_per_kwh),
+        price_msat_per_kwh=price_msat_per_kwh,
+        fee_msat=fee,
+        amount_msat=amount_msat,
+        status=InvoiceStatus.OPEN,
+        created_at=at,
+        expires_at=require_aware(expires_at),
+    )
+    return replace(state, invoices=(*state.invoices, invoice))
 
 
 def record_transaction_started(state: SessionSettlement, at: datetime) -> SessionSettlement:

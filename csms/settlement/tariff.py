@@ -135,6 +135,8 @@ class Tariff:
     * ``stop_after_s = 300``: a suspended session gets five minutes to pay before the transaction is
       stopped and the connector freed.
     * ``invoice_expiry_s = 600``: Distributed Charge's expiry; an expired unpaid invoice is replaced.
+    * ``prepay_min_msat = 1_000_000``, ``prepay_max_msat = 100_000_000``: what a driver may prepay
+      from a phone wallet (LNURL-pay, 1,000 to 100,000 sat); the unused part is withdrawn afterwards.
     """
 
     name: str = "default"
@@ -146,6 +148,8 @@ class Tariff:
     grace_s: int = 30
     stop_after_s: int = 300
     invoice_expiry_s: int = 600
+    prepay_min_msat: int = 1_000_000
+    prepay_max_msat: int = 100_000_000
     schedule: TimeOfUseSchedule | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -161,6 +165,12 @@ class Tariff:
         _require_int(self.grace_s, "grace_s", minimum=0)
         _require_int(self.stop_after_s, "stop_after_s", minimum=0)
         _require_int(self.invoice_expiry_s, "invoice_expiry_s", minimum=1)
+        _require_int(self.prepay_min_msat, "prepay_min_msat", minimum=1)
+        _require_int(self.prepay_max_msat, "prepay_max_msat", minimum=1)
+        if self.prepay_min_msat <= self.session_fee_msat:
+            raise TariffError("prepay_min_msat", "must be more than session_fee_msat")
+        if self.prepay_max_msat < self.prepay_min_msat:
+            raise TariffError("prepay_max_msat", "must be >= prepay_min_msat")
         if self.schedule is not None:
             if not isinstance(self.schedule, TimeOfUseSchedule):
                 raise TariffError("schedule", "must be a time-of-use schedule")

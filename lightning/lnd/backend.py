@@ -252,16 +252,25 @@ class LndBackend:
         memo: str = "",
         expiry_s: int = DEFAULT_INVOICE_EXPIRY_S,
         preimage: bytes | None = None,
+        description_hash: bytes | None = None,
     ) -> Invoice:
         _check_amount(amount_msat)
         if preimage is not None and len(preimage) != 32:
             raise InvalidRequest("preimage must be 32 bytes")
+        if description_hash is not None and (len(description_hash) != 32 or memo):
+            raise InvalidRequest("description_hash must be 32 bytes, and comes without a memo")
         # The preimage is chosen here when the caller has none: a retried AddInvoice then finds its own
         # earlier attempt (DuplicateInvoice, same hash, amount and memo) instead of leaving an orphan.
         # With one derived by the caller from an idempotency key, creating it again raises
         # DuplicateInvoice, except when our own earlier attempt got through before the link broke.
         preimage = preimage if preimage is not None else secrets.token_bytes(32)
-        req = ln.Invoice(value_msat=amount_msat, memo=memo, expiry=expiry_s, r_preimage=preimage)
+        req = ln.Invoice(
+            value_msat=amount_msat,
+            memo=memo,
+            expiry=expiry_s,
+            r_preimage=preimage,
+            description_hash=description_hash or b"",
+        )
         attempts = 0
 
         async def add() -> Any:

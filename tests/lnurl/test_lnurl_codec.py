@@ -1,0 +1,103 @@
+"""LUD-01 encoding against the spec's own example, LUD-17, LUD-06 metadata, and the refund rules (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from csms import lnurl
+from csms.settlement.refunds import WITHDRAW_WINDOW, check_invoice, fee_limit_msat, refundable_of
+from csms.settlement.session import (
+    SessionSettlement,
+    open_prepaid_session,
+    record_payment,
+    record_prepay_invoice,
+    record_transaction_ended,
+    record_transaction_started,
+)
+from csms.settlement.tariff import Tariff
+from lightning.payreq import PayReq
+
+# lnurl/luds spec.md (LUD-01): this URL and its bech32 form
+SPEC_URL = "https://service.com/api?q=3fc3645b439ce8e7f2553a69e5267081d96dcd340693afabe04be7b0ccd178df"
+SPEC_LNURL = (
+    "LNURL1DP68GURN8GHJ7UM9WFMXJCM99E3K7MF0V9CXJ0M385EKVCENXC6R2C35XVUKXEFCV5MKVV34X5EKZD3EV56NYD3HXQURZE"
+    "PEXEJXXEPNXSCRVWFNV9NXZCN9XQ6XYEFHVGCXXCMYXYMNSERXFQ5FNS"
+)
+T0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+
+def test_lud01_example_vector() -> None:
+    assert lnurl.encode(SPEC_URL) == SPEC_LNURL
+    assert lnurl.decode(SPEC_LNURL) == SPEC_URL
+    assert lnurl.decode(SPEC_LNURL.lower()) == SPEC_URL
+    assert lnurl.decode("lightning:" + SPEC_LNURL) == SPEC_URL
+    assert lnurl.lightning_uri(SPEC_URL) == "lightning:" + SPEC_LNURL
+
+
+@pytest.mark.parametrize(
+    "bad", [SPEC_LNURL[:-1] + "Q", SPEC_LNURL[:10] + SPEC_LNURL[10:].lower(), "LNBC1XYZ", "nonsense"]
+)
+def test_bad_lnurls_are_refused(bad: str) -> None:
+    with pytest.raises(lnurl.LnurlError):
+        lnurl.decode(bad)
+
+
+def test_lud17_and_fallback() -> None:
+    assert lnurl.lud17("https://sw.example/lnurlp/CP-1/1", "p") == "lnurlp://sw.example/lnurlp/CP-1/1"
+    assert lnurl.lud17("https://sw.example/lnurlw/s?k1=ab", "w") == "lnurlw://sw.example/lnurlw/s?k1=ab"
+    fallback = lnurl.https_fallback("https://sw.example/lnurlp/CP-1/1", "https://sw.example")
+    assert fallback.startswith("https://sw.example/?lightning=LNURL1")
+
+
+def test_lud06_metadata_and_its_hash() -> None:
+    metadata = lnurl.pay_metadata("Charge at CP-1 connector 1, 100 sat/kWh", "longer")
+    assert json.loads(metadata) == [
+        ["text/plain", "Charge at CP-1 connector 1, 100 sat/kWh"],
+        ["text/long-desc", "longer"],
+    ]
+    assert lnurl.description_hash(metadata) == hashlib.sha256(metadata.encode("utf-8")).digest()
+    assert lnurl.error("why") == {"status": "ERROR", "reason": "why"}
+
+
+def _ended(prepay_msat: int, used_wh: int) -> tuple[SessionSettlement, Tariff]:
+    tariff = Tariff(price_msat_per_kwh=100_000)
+    state = open_prepaid_session("S", T0)
+    state = record_prepay_invoice(state, prepay_msat, 100_000, 0, T0, T0 + timedelta(minutes=10))
+    state = record_payment(state, state.invoices[0].key, T0)
+    state = record_transaction_started(state, T0)
+    return record_transaction_ended(state, T0 + timedelta(hours=1), used_wh), tariff
+
+
+def test_refundable_is_the_bill_less_what_was_refunded() -> None:
+    state, tariff = _ended(5_000_099, 20_000)  # 99 msat below one Wh's price: refunded too
+    now = T0 + timedelta(hours=2)
+    assert refundable_of(state, tariff, 0, now).amount_msat == 3_000_099
+    assert refundable_of(state, tariff, 3_000_099, now).reason == "already withdrawn"
+    late = T0 + timedelta(hours=1) + WITHDRAW_WINDOW + timedelta(seconds=1)
+    assert refundable_of(state, tariff, 0, late).reason == "this withdraw link has expired"
+
+
+def _payreq(amount_msat: int, expires_in_s: int, network: str = "regtest") -> PayReq:
+    return PayReq(
+        payment_hash=b"\x01" * 32,
+        amount_msat=amount_msat,
+        payee="02" + "00" * 32,
+        description="",
+        created_at=T0,
+        expires_at=T0 + timedelta(seconds=expires_in_s),
+        network=network,
+        min_final_cltv_expiry=18,
+    )
+
+
+def test_a_submitted_invoice_must_fit_the_refund() -> None:
+    assert check_invoice(_payreq(3_000, 3600), 3_000, "regtest", T0) is None
+    assert "3001 msat" in str(check_invoice(_payreq(3_001, 3600), 3_000, "regtest", T0))
+    assert "amount" in str(check_invoice(_payreq(0, 3600), 3_000, "regtest", T0))
+    assert "expired" in str(check_invoice(_payreq(3_000, 30), 3_000, "regtest", T0))
+    assert "mainnet" in str(check_invoice(_payreq(3_000, 3600, "mainnet"), 3_000, "regtest", T0))
+    assert fee_limit_msat(3_000) == 10_000 and fee_limit_msat(10_000_000) == 100_000

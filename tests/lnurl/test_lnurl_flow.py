@@ -1,0 +1,277 @@
+"""Paying from a phone wallet over the simnet, all over real sockets: LNURL-pay starts a prepaid charge,
+LNURL-withdraw stops it and pays back the change exactly once; a receipt's withdraw for an invoice-stream
+session's surplus; bad input gets an LNURL error and moves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from csms import lnurl
+from csms.db.models import ChargingSession, Refund
+from tests.conftest import RunningServer
+from tests.lnurl.wallet import LnurlRefused, Wallet
+from tests.ocpp_clients import connect_charger
+from tests.sessions_helpers import follow_events, pay, payer_node
+from tests.test_ocpp16 import register
+from tests.test_settlement_flow import Meter, sell_at, start_remote
+
+PREPAY = {"prepay_min_msat": 1_000_000, "prepay_max_msat": 10_000_000}
+
+
+@contextlib.asynccontextmanager
+async def wallet_of(server: RunningServer, node: str = "car1") -> AsyncIterator[Wallet]:
+    simnet = server.app.state.lightning.simnet
+    async with payer_node(simnet, node) as backend, httpx.AsyncClient(timeout=60) as http:
+        yield Wallet(backend, http)
+
+
+def sticker(server: RunningServer, charger_id: str, connector: int = 1) -> str:
+    """What the sticker's QR code says (LUD-01)."""
+    return lnurl.lightning_uri(f"{server.http_url}/lnurlp/{charger_id}/{connector}")
+
+
+async def refunds_of(server: RunningServer) -> list[Refund]:
+    async with server.app.state.service.db() as db:
+        return list(await db.scalars(select(Refund).order_by(Refund.created_at)))
+
+
+async def session_json(api: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
+    response = await api.get(f"/api/v1/sessions/{session_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def wait_for(predicate: Any, timeout: float = 20) -> Any:
+    """The predicate's first true value, polled until ``timeout`` (a bounded wait on a condition)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await predicate()
+            if value:
+                return value
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_prepay_5000_charge_2000_withdraw_3000_exactly_once(
+    server: RunningServer, api: httpx.AsyncClient, version: str
+) -> None:
+    charger_id = f"CP-lnurl-{version}"
+    await register(api, charger_id)
+    await sell_at(api, charger_id, price_msat_per_kwh=1_000_000, **PREPAY)  # 1,000 sat/kWh
+    async with connect_charger(server.ocpp_url, charger_id, version) as cp, wallet_of(server) as wallet:
+        offer = await wallet.scan(sticker(server, charger_id))
+        assert offer["tag"] == "payRequest"
+        assert (offer["minSendable"], offer["maxSendable"]) == (1_000_000, 10_000_000)
+        paid = await wallet.pay(offer, 5_000_000)
+        assert paid.success_action is not None
+        url = paid.success_action["url"]
+        session_id = urlsplit(url).path.split("/")[2]
+        k1 = parse_qs(urlsplit(url).query)["k1"][0]
+        tx = await start_remote(cp, version)  # the payment started the charger
+        token = "st_" + k1  # the success action's k1 opens the session (page and API)
+        async with follow_events(server.http_url, session_id, token) as events:
+            meter = Meter(cp, version, tx)
+            await meter.send(1_000)
+            await meter.send(2_000)  # 2 kWh: 2,000 sat
+            await events.next("meter")
+        # someone else scanning the sticker while it charges gets an error, not a withdraw
+        with pytest.raises(LnurlRefused, match="in use"):
+            await wallet.scan(sticker(server, charger_id))
+        with pytest.raises(LnurlRefused, match="in use"):
+            await wallet.scan(sticker(server, charger_id), k1="0" * 64)
+        # the driver scans the sticker again with their k1: the charge stops, the change is offered
+        scanning = asyncio.create_task(wallet.scan(sticker(server, charger_id), k1=k1))
+        if version == "1.6":
+            await cp.recorder.wait_for("RemoteStopTransaction")
+        else:
+            await cp.recorder.wait_for("RequestStopTransaction")
+        await meter.stop(2_000)
+        withdraw = await scanning
+        assert withdraw["tag"] == "withdrawRequest" and withdraw["k1"] == k1
+        assert withdraw["minWithdrawable"] == withdraw["maxWithdrawable"] == 3_000_000
+        received = await wallet.withdraw(withdraw)
+        assert received.amount_paid_msat == 3_000_000
+        # a wallet that retries (same invoice, or a new one) gets an error, and nothing moves
+        with pytest.raises(LnurlRefused, match="already"):
+            await wallet.submit(withdraw, received.bolt11)
+        second = await wallet.node.create_invoice(3_000_000, "again", 3600)
+        with pytest.raises(LnurlRefused, match="already withdrawn"):
+            await wallet.submit(withdraw, second.bolt11)
+        with pytest.raises(LnurlRefused, match="already withdrawn"):
+            await wallet.scan(lnurl.lightning_uri(f"{server.http_url}/lnurlw/{session_id}"), k1=k1)
+        assert (await wallet.node.lookup_invoice(second.payment_hash)).amount_paid_msat == 0
+        (refund,) = await refunds_of(server)
+        assert (refund.status, refund.amount_msat) == ("paid", 3_000_000)
+        ended = await wait_for(lambda: _closed(api, session_id))
+        assert ended["cost_msat"] == 2_000_000 and ended["paid_msat"] == 5_000_000
+        assert ended["refunded_msat"] == 3_000_000 and ended["refundable_msat"] == 0
+        ledger = (await api.get(f"/api/v1/sessions/{session_id}/ledger")).json()
+        assert [r["amount_msat"] for r in ledger["refunds"]] == [3_000_000]
+        assert ledger["invoices"][0]["kind"] == "prepay"
+
+
+async def _closed(api: httpx.AsyncClient, session_id: str) -> dict[str, Any] | None:
+    body = await session_json(api, session_id)
+    return body if body["state"] == "ended" and body["outcome"] else None
+
+
+async def test_invoice_stream_surplus_is_withdrawn_from_the_receipt(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    charger_id = "CP-receipt"
+    await register(api, charger_id)
+    await sell_at(api, charger_id)
+    simnet = server.app.state.lightning.simnet
+    async with connect_charger(server.ocpp_url, charger_id, "1.6") as cp, payer_node(simnet) as car:
+        created = (
+            await httpx.AsyncClient(base_url=server.http_url).post(
+                "/api/v1/sessions", json={"charger_id": charger_id, "connector_id": 1}
+            )
+        ).json()
+        async with follow_events(server.http_url, created["id"], created["token"]) as events:
+            await pay(car, created["invoice"]["bolt11"])  # 100 Wh prepaid (10 sat)
+            await events.next("paid")
+            tx = await start_remote(cp, "1.6")
+            meter = Meter(cp, "1.6", tx)
+            await meter.stop(40)  # 40 Wh used: 6 sat surplus
+            closed = await events.next("closed")
+        assert closed.data["refundable_msat"] == 6_000
+    engine = server.app.state.settlement
+    k1 = engine.withdraw_k1(created["id"])
+    async with wallet_of(server, "car2") as wallet:
+        receipt_lnurl = lnurl.lightning_uri(f"{server.http_url}/lnurlw/{created['id']}?k1={k1}")
+        with pytest.raises(LnurlRefused, match="wrong k1"):
+            await wallet.scan(lnurl.lightning_uri(f"{server.http_url}/lnurlw/{created['id']}?k1={'1' * 64}"))
+        offer = await wallet.scan(receipt_lnurl)
+        assert offer["maxWithdrawable"] == 6_000
+        # bad input: wrong amount, an expired invoice, garbage; each an LNURL error, nothing moves
+        wrong = await wallet.node.create_invoice(7_000, "", 3600)
+        with pytest.raises(LnurlRefused, match="6000 msat"):
+            await wallet.submit(offer, wrong.bolt11)
+        expiring = await wallet.node.create_invoice(6_000, "", 1)
+        with pytest.raises(LnurlRefused, match="expired"):
+            await wallet.submit(offer, expiring.bolt11)
+        with pytest.raises(LnurlRefused, match="not a valid invoice"):
+            await wallet.submit(offer, "lnbcrt1garbage")
+        assert await refunds_of(server) == []
+        # two withdraws racing: one is paid, the other refused
+        first = await wallet.node.create_invoice(6_000, "", 3600)
+        other = await wallet.node.create_invoice(6_000, "", 3600)
+        results = await asyncio.gather(
+            wallet.submit(offer, first.bolt11), wallet.submit(offer, other.bolt11), return_exceptions=True
+        )
+        assert sorted(type(r).__name__ for r in results) == ["LnurlRefused", "NoneType"]
+        paid_hashes = [
+            i.payment_hash
+            for i in (
+                await asyncio.gather(*(wallet.node.lookup_invoice(x.payment_hash) for x in (first, other)))
+            )
+            if i.amount_paid_msat == 6_000
+        ]
+        assert len(paid_hashes) == 1
+        (refund,) = [r for r in await refunds_of(server) if r.status != "failed"]
+        assert refund.payment_hash == paid_hashes[0].hex() and refund.amount_msat == 6_000
+        body = await session_json(api, created["id"])
+        assert body["refunded_msat"] == 6_000 and body["refundable_msat"] == 0
+        assert (
+            body["paid_msat"] - body["refunded_msat"] - body["refundable_msat"] + body["unpaid_msat"]
+            == (body["cost_msat"])
+        )
+
+
+async def test_lnurl_pay_bad_input(server: RunningServer, api: httpx.AsyncClient) -> None:
+    charger_id = "CP-lnurl-bad"
+    await register(api, charger_id)
+    await sell_at(api, charger_id, **PREPAY)
+    async with wallet_of(server) as wallet:
+        with pytest.raises(LnurlRefused, match="offline"):
+            await wallet.scan(sticker(server, charger_id))
+        with pytest.raises(LnurlRefused, match="no such charger"):
+            await wallet.scan(sticker(server, "NOPE"))
+        async with connect_charger(server.ocpp_url, charger_id, "1.6"):
+            offer = await wallet.scan(sticker(server, charger_id))
+            callback = offer["callback"]
+            for amount in ("999999", "10000001", "-5", "abc", ""):
+                with pytest.raises(LnurlRefused, match="amount"):
+                    await wallet.get(f"{callback}?amount={amount}")
+            # LUD-17: the same contract under lnurlp://
+            assert (await wallet.scan(lnurl.lud17(f"{server.http_url}/lnurlp/{charger_id}/1", "p")))[
+                "callback"
+            ] == callback
+        sessions = (await api.get("/api/v1/sessions", params={"charger_id": charger_id})).json()
+        assert sessions == []
+
+
+async def _ended_with_surplus(server: RunningServer, api: httpx.AsyncClient, charger_id: str) -> str:
+    """An invoice-stream session that ended with 6 sat paid and not used; its id."""
+    await register(api, charger_id)
+    await sell_at(api, charger_id)
+    simnet = server.app.state.lightning.simnet
+    async with connect_charger(server.ocpp_url, charger_id, "1.6") as cp, payer_node(simnet) as car:
+        created = (
+            await httpx.AsyncClient(base_url=server.http_url).post(
+                "/api/v1/sessions", json={"charger_id": charger_id, "connector_id": 1}
+            )
+        ).json()
+        async with follow_events(server.http_url, created["id"], created["token"]) as events:
+            await pay(car, created["invoice"]["bolt11"])
+            await events.next("paid")
+            tx = await start_remote(cp, "1.6")
+            await Meter(cp, "1.6", tx).stop(40)
+            assert (await events.next("closed")).data["refundable_msat"] == 6_000
+    return str(created["id"])
+
+
+@pytest.mark.parametrize("paid_before_the_crash", [True, False])
+async def test_a_refund_recorded_before_a_crash_is_paid_once_at_restart(
+    server: RunningServer, api: httpx.AsyncClient, paid_before_the_crash: bool
+) -> None:
+    """kill -9 between paying and recording: the row says ``paying`` (recorded before the payment), the
+    node has (or has not) paid. What start-up does with it (RefundDesk.resume) pays the wallet once."""
+    session_id = await _ended_with_surplus(server, api, f"CP-crash-{paid_before_the_crash}")
+    desk = server.app.state.refunds
+    backend = server.app.state.lightning.backend
+    simnet = server.app.state.lightning.simnet
+    async with wallet_of(server, "car2") as wallet:
+        invoice = await wallet.node.create_invoice(6_000, "", 3600)
+        async with server.app.state.service.db() as db:
+            number = await db.scalar(select(ChargingSession.number).where(ChargingSession.id == session_id))
+        # what RefundDesk.withdraw records before it pays, then the payment reaches the node...
+        async with server.app.state.service.db.begin() as db:
+            db.add(
+                Refund(
+                    key=f"{session_id}/refund/1",
+                    session_number=number,
+                    active_for=number,
+                    amount_msat=6_000,
+                    bolt11=invoice.bolt11,
+                    payment_hash=invoice.payment_hash.hex(),
+                    fee_limit_msat=10_000,
+                    status="paying",
+                )
+            )
+        if paid_before_the_crash:
+            await backend.pay_invoice(invoice.bolt11, fee_limit_msat=10_000, timeout_s=30)
+        # ... and the process dies before recording it. At restart:
+        await desk.resume()
+        (refund,) = await wait_for(lambda: _refunds_with_status(server, "paid"))
+        assert refund.amount_msat == 6_000
+        assert (await wallet.node.lookup_invoice(invoice.payment_hash)).amount_paid_msat == 6_000
+        made = simnet.network.payments["satwatt"].values()
+        assert [p.payment_hash for p in made].count(invoice.payment_hash) == 1
+        # and the wallet cannot have it twice
+        k1 = server.app.state.settlement.withdraw_k1(session_id)
+        with pytest.raises(LnurlRefused, match="already withdrawn"):
+            await wallet.scan(lnurl.lightning_uri(f"{server.http_url}/lnurlw/{session_id}?k1={k1}"))
+
+
+async def _refunds_with_status(server: RunningServer, status: str) -> list[Refund]:
+    return [r for r in await refunds_of(server) if r.status == status]
