@@ -32,7 +32,7 @@ from csms.db.models import Charger, ChargingSession, LightningInvoice, Settlemen
 from csms.settlement.engine import DEFAULT_TARIFF_ID, SettlementEngine
 from csms.settlement.refunds import RefundDesk, WithdrawRefused
 from csms.settlement.session import SessionSettlement, record_transaction_ended
-from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, price_at
+from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, prepay_bounds, price_at
 
 router = APIRouter(tags=["lnurl"])
 _CHARGER_ID = re.compile(CHARGER_ID_PATTERN)
@@ -53,6 +53,20 @@ def _error(reason: str) -> JSONResponse:
 def _base(request: Request) -> str:
     public = request.app.state.settings.public_url
     return (public or str(request.base_url)).rstrip("/")
+
+
+def connector_url(request: Request, charger_id: str, connector_id: int, k1: str | None = None) -> str:
+    """The sticker's LNURL-pay URL (with ``k1``: its driver's withdraw while their session runs)."""
+    url = f"{_base(request)}/lnurlp/{charger_id}/{connector_id}"
+    return f"{url}?k1={k1}" if k1 else url
+
+
+def withdraw_url(request: Request, session_id: str, k1: str) -> str:
+    return f"{_base(request)}/lnurlw/{session_id}?k1={k1}"
+
+
+def topup_url(request: Request, session_id: str, k1: str) -> str:
+    return f"{_base(request)}/lnurl/topup/{session_id}?k1={k1}"
 
 
 def _engine(request: Request) -> SettlementEngine | None:
@@ -147,12 +161,13 @@ async def connector_lnurl(
     if why is not None:
         return _error(why)
     tariff = await _tariff(request, charger_id)
+    least, most = prepay_bounds(tariff, datetime.now(UTC))
     return _answer(
         {
             "tag": "payRequest",
             "callback": f"{_base(request)}/lnurlp/{charger_id}/{number}/callback",
-            "minSendable": tariff.prepay_min_msat,
-            "maxSendable": tariff.prepay_max_msat,
+            "minSendable": least,
+            "maxSendable": most,
             "metadata": pay_metadata(charger_id, number, tariff, datetime.now(UTC)),
         }
     )
@@ -175,8 +190,9 @@ async def connector_pay_callback(
         if await db.get(Charger, charger_id) is None:
             return _error("no such charger or connector")
     tariff = await _tariff(request, charger_id)
-    if not tariff.prepay_min_msat <= amount_msat <= tariff.prepay_max_msat:
-        return _error(f"amount must be between {tariff.prepay_min_msat} and {tariff.prepay_max_msat} msat")
+    least, most = prepay_bounds(tariff, datetime.now(UTC))
+    if not least <= amount_msat <= most:
+        return _error(f"amount must be between {least} and {most} msat")
     if await _open_session(request, charger_id, number) is not None:
         return _error("this connector is in use")
     why = await _free_and_here(request, charger_id)
@@ -240,13 +256,13 @@ async def topup_request(request: Request, session_id: str, k1: str = "") -> JSON
     state = SessionSettlement.from_dict(settlement.state)
     if not state.prepaid or settlement.closed or state.transaction_ended_at is not None:
         return _error("this session takes no top-up")
-    tariff = Tariff.from_dict(settlement.tariff)
+    least, most = prepay_bounds(Tariff.from_dict(settlement.tariff), datetime.now(UTC))
     return _answer(
         {
             "tag": "payRequest",
             "callback": f"{_base(request)}/lnurl/topup/{session_id}/callback?k1={k1}",
-            "minSendable": tariff.prepay_min_msat,
-            "maxSendable": tariff.prepay_max_msat,
+            "minSendable": least,
+            "maxSendable": most,
             "metadata": _topup_metadata(session_id),
         }
     )
@@ -263,8 +279,9 @@ async def topup_callback(request: Request, session_id: str, k1: str = "", amount
     if not amount.isdigit() or len(amount) > 18:
         return _error("amount must be a whole number of millisatoshis")
     amount_msat = int(amount)
-    if not tariff.prepay_min_msat <= amount_msat <= tariff.prepay_max_msat:
-        return _error(f"amount must be between {tariff.prepay_min_msat} and {tariff.prepay_max_msat} msat")
+    least, most = prepay_bounds(tariff, datetime.now(UTC))
+    if not least <= amount_msat <= most:
+        return _error(f"amount must be between {least} and {most} msat")
     if not engine.sells(session.number):
         return _error("this session takes no top-up (ended, or held by another satwatt process)")
     try:

@@ -83,10 +83,14 @@ class TariffChanges(Strict):
         default_factory=absent,
         ge=1,
         le=100_000_000_000,
-        description="Least a driver may prepay from a phone wallet (LNURL-pay); more than session_fee_msat",
+        description="Least a driver may prepay from a phone wallet (LNURL-pay); at least the session fee "
+        "and one Wh's price",
     )
     prepay_max_msat: int = Field(
-        default_factory=absent, ge=1, le=100_000_000_000, description="Most a driver may prepay (LNURL-pay)"
+        default_factory=absent,
+        ge=1,
+        le=100_000_000_000,
+        description="Most a driver may prepay (LNURL-pay); at least the least",
     )
     schedule: Schedule | None = Field(default_factory=absent)
 

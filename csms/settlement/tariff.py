@@ -167,10 +167,6 @@ class Tariff:
         _require_int(self.invoice_expiry_s, "invoice_expiry_s", minimum=1)
         _require_int(self.prepay_min_msat, "prepay_min_msat", minimum=1)
         _require_int(self.prepay_max_msat, "prepay_max_msat", minimum=1)
-        if self.prepay_min_msat <= self.session_fee_msat:
-            raise TariffError("prepay_min_msat", "must be more than session_fee_msat")
-        if self.prepay_max_msat < self.prepay_min_msat:
-            raise TariffError("prepay_max_msat", "must be >= prepay_min_msat")
         if self.schedule is not None:
             if not isinstance(self.schedule, TimeOfUseSchedule):
                 raise TariffError("schedule", "must be a time-of-use schedule")
@@ -271,6 +267,16 @@ def price_at(tariff: Tariff, when: datetime) -> int:
         if window is not None:
             return window.price_msat_per_kwh
     return tariff.price_msat_per_kwh
+
+
+def prepay_bounds(tariff: Tariff, when: datetime) -> tuple[int, int]:
+    """The least and most a driver may prepay (msat) at ``when``: the tariff's ``prepay_min_msat`` and
+    ``prepay_max_msat``, raised so that a prepayment always covers the session fee and one Wh at the
+    price of the moment, and the most is never below the least."""
+    least = max(
+        tariff.prepay_min_msat, tariff.session_fee_msat + max(1, msat_for_energy(1, price_at(tariff, when)))
+    )
+    return least, max(tariff.prepay_max_msat, least)
 
 
 def increment_wh_for(tariff: Tariff, power_w: int) -> int:

@@ -21,6 +21,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Stre
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from csms import lnurl
+from csms.api import lnurl as lnurl_api
 from csms.api import sessions as sessions_api
 from csms.api.access import Principal, digest
 from csms.api.problems import Problem
@@ -39,7 +41,7 @@ from csms.db.models import (
 )
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement.engine import DEFAULT_TARIFF_ID
-from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, price_at
+from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, prepay_bounds, price_at
 from csms.web import qr
 from csms.web.pages import PAGE_HEADERS, form, problem_page, render, whole_number
 
@@ -144,7 +146,77 @@ async def connector_page(request: Request, charger_id: str, connector_id: str) -
     context = await _connector(request, charger_id, connector_id)
     if isinstance(context, HTMLResponse):
         return context
+    if context["blocked"] is None:  # LNURL-pay from any phone wallet (csms.api.lnurl)
+        url = lnurl_api.connector_url(request, charger_id, context["connector_id"])
+        least, most = prepay_bounds(context["tariff"], datetime.now(UTC))
+        context["pay_lnurl"] = {
+            "lnurl": lnurl.encode(url),
+            "lud17": lnurl.lud17(url, "p"),
+            "least": least,
+            "most": most,
+        }
     return render(request, "connector.html", **context)
+
+
+@router.get("/c/{charger_id}/{connector_id}/lnurl.svg")
+async def connector_lnurl_qr(request: Request, charger_id: str, connector_id: str) -> Response:
+    """The sticker's LNURL-pay as a QR code (``lightning:LNURL1...``)."""
+    number = _connector_id(connector_id)
+    if not _CHARGER_ID.match(charger_id) or number is None:
+        return problem_page(request, 404, "No such charger", "This address names no charger and connector.")
+    url = lnurl_api.connector_url(request, charger_id, number)
+    image = qr.svg(lnurl.lightning_uri(url), title=f"LNURL-pay, charger {charger_id} connector {number}")
+    return Response(image, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=3600"})
+
+
+def _lnurls(request: Request, session: ChargingSession, settlement: Settlement) -> dict[str, Any]:
+    """A prepaid session's LNURLs while it runs (stop and withdraw: the sticker's with k1; top up)."""
+    engine = getattr(request.app.state, "settlement", None)
+    state = settlement.state
+    if engine is None or not state.get("prepaid") or settlement.closed or session.ended_at is not None:
+        return {}
+    k1 = engine.withdraw_k1(session.id)
+    stop = lnurl_api.connector_url(request, session.charger_id, session.connector_id or 1, k1)
+    top_up = lnurl_api.topup_url(request, session.id, k1)
+    return {
+        "stop": {"lnurl": lnurl.encode(stop), "qr": f"/s/{session.id}/lnurl/stop.svg"},
+        "topup": {"lnurl": lnurl.encode(top_up), "qr": f"/s/{session.id}/lnurl/topup.svg"},
+    }
+
+
+@router.get("/s/{session_id}/lnurl/{which}.svg")
+async def session_lnurl_qr(request: Request, session_id: str, which: str) -> Response:
+    """QR codes of a session's LNURLs: ``stop`` and ``topup`` (prepaid, running), ``withdraw`` (receipt)."""
+    try:
+        session, settlement, _ = await _driver_session(request, session_id)
+    except NotYours:
+        return _not_yours(request, session_id)
+    links = _lnurls(request, session, settlement)
+    if which == "withdraw" and settlement.closed:
+        links = {"withdraw": await _withdraw_link(request, session, settlement)}
+    link = links.get(which)
+    if not link:
+        return problem_page(request, 404, "No such code", "This session has no such link now.")
+    image = qr.svg("lightning:" + link["lnurl"], title=f"LNURL {which}")
+    return Response(image, media_type="image/svg+xml", headers={"Cache-Control": "private, no-store"})
+
+
+async def _withdraw_link(
+    request: Request, session: ChargingSession, settlement: Settlement
+) -> dict[str, Any]:
+    """The receipt's LNURL-withdraw for what is refundable (any payment mode), or nothing."""
+    engine = getattr(request.app.state, "settlement", None)
+    async with _service(request).db() as db:
+        refunded = (await sessions_api.refunded_msat(db, [session.number])).get(session.number, 0)
+    out = sessions_api.session_out(session, settlement, refunded)
+    if engine is None or not out.refundable_msat:
+        return {}
+    url = lnurl_api.withdraw_url(request, session.id, engine.withdraw_k1(session.id))
+    return {
+        "lnurl": lnurl.encode(url),
+        "amount_msat": out.refundable_msat,
+        "qr": f"/s/{session.id}/lnurl/withdraw.svg",
+    }
 
 
 @router.post("/c/{charger_id}/{connector_id}", response_class=HTMLResponse)
@@ -301,6 +373,7 @@ async def session_page(request: Request, session_id: str) -> HTMLResponse:
         boot=json.dumps({"state": state, "series": series, "after": last_event or 0}),
         csrf=csrf_token(token),
         receipt=receipt,
+        lnurls=_lnurls(request, session, settlement),
     )
 
 
@@ -392,10 +465,12 @@ async def receipt_context(
                 .order_by(LightningInvoice.seq)
             )
         )
+        refunded = (await sessions_api.refunded_msat(db, [session.number])).get(session.number, 0)
     return {
-        "session": sessions_api.session_out(session, settlement),
+        "session": sessions_api.session_out(session, settlement, refunded),
         "invoices": invoices,
         "bill": settlement.bill or {},
+        "withdraw": await _withdraw_link(request, session, settlement),
     }
 
 

@@ -19,7 +19,7 @@ from csms.settlement.session import (
     record_transaction_ended,
     record_transaction_started,
 )
-from csms.settlement.tariff import Tariff
+from csms.settlement.tariff import Tariff, prepay_bounds
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 TARIFF = Tariff(price_msat_per_kwh=100_000, session_fee_msat=0, stop_after_s=60, invoice_expiry_s=600)
@@ -124,3 +124,9 @@ def test_overdraw_after_the_cut_becomes_a_final_invoice() -> None:
     (final,) = step.decisions
     assert isinstance(final, policy.IssueFinalInvoice)
     assert final.energy_wh == 5 and final.amount_msat == 500 and final.price_msat_per_kwh == 100_000
+
+
+def test_prepay_bounds_always_cover_the_fee_and_one_wh() -> None:
+    assert prepay_bounds(TARIFF, at(0)) == (1_000_000, 100_000_000)
+    odd = Tariff(session_fee_msat=5_000_000, prepay_min_msat=1, prepay_max_msat=1)
+    assert prepay_bounds(odd, at(0)) == (5_000_100, 5_000_100)
