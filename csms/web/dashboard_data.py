@@ -259,16 +259,18 @@ class DashboardData:
             if s.connector_id is not None:
                 running.setdefault(s.charger_id, {})[s.connector_id] = s.id
         rows = []
+        where = await registry.all_whereabouts()  # in cluster mode: every process's chargers
         for charger in chargers:
             live = registry.get(charger.id)
+            place = where.get(charger.id)
             last = charger.last_message_at
             if live is not None and (last is None or live.last_message_at > last):
                 last = live.last_message_at
             rows.append(
                 ChargerRow(
                     id=charger.id,
-                    online=live is not None or charger.connected,  # here, or held by another process
-                    protocol=live.version if live is not None else charger.protocol,
+                    online=place is not None and place.connected,  # here, or held by another process
+                    protocol=place.protocol if place is not None else charger.protocol,
                     last_seen=last,
                     connectors=[
                         (c.connector_id, c.status)
