@@ -128,7 +128,7 @@ class Bench:
 
     async def database(self, part: str) -> str:
         """A fresh, migrated PostgreSQL database for ``part``; its SQLAlchemy URL."""
-        name = f"satwatt_bench_cluster_{self.run_id}_{part}"
+        name = f"satwatt_bench_cluster_{self.run_id}_{part}{len(self.databases) + 1}"
         conn = await asyncpg.connect(f"{self.args.postgres}/postgres")
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
@@ -140,7 +140,7 @@ class Bench:
         return url
 
     def cluster_name(self, part: str) -> str:
-        name = f"bench{self.run_id}{part[:4]}"
+        name = f"bench{self.run_id}{part[:4]}{len(self.clusters) + 1}"
         self.clusters.append(name)
         return name
 
@@ -317,9 +317,7 @@ class Server:
         return ""
 
 
-_METRIC = re.compile(
-    r"^(satwatt_db_batches_total|satwatt_db_facts_total|satwatt_connected_chargers) (\S+)$", re.M
-)
+_METRIC = re.compile(r"^(satwatt_db_batches_total|satwatt_db_facts_total) (\S+)$", re.M)
 
 
 async def metrics_by_process(server: Server, want: int, attempts: int = 60) -> dict[str, dict[str, float]]:
@@ -337,6 +335,20 @@ async def metrics_by_process(server: Server, want: int, attempts: int = 60) -> d
         if len(found) >= want:
             break
     return found
+
+
+async def pg_stats(database_url: str) -> dict[str, int]:
+    """Commits and rows written in this database so far (pg_stat_database)."""
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        row = await conn.fetchrow(
+            "select xact_commit, tup_inserted, tup_updated, tup_deleted from pg_stat_database "
+            "where datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return {k: int(v) for k, v in row.items()}
 
 
 def writer_rates(
@@ -507,6 +519,7 @@ def summarize_profile(raw: Path) -> dict[str, Any]:
     buckets: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    innermost: Counter[str] = Counter()  # satwatt's innermost function of each sample
     total = 0
     with contextlib.suppress(OSError):
         for line in raw.read_text().splitlines():
@@ -531,6 +544,9 @@ def summarize_profile(raw: Path) -> dict[str, Any]:
                 if frames:
                     label = "other Python (asyncio, json, stdlib)"
             buckets[label] += count
+            ours = [f for f in frames if "(csms/" in f]
+            if ours:
+                innermost[ours[-1].split(":")[0] + ")"] += count
             seen = set()
             for frame in frames:
                 for name, needle in (
@@ -548,6 +564,7 @@ def summarize_profile(raw: Path) -> dict[str, Any]:
         "by_area_percent": {k: share(v) for k, v in buckets.most_common()},
         "inclusive_percent": {k: share(v) for k, v in inclusive.items()},
         "top_leaves_percent": {k: share(v) for k, v in leaves.most_common(15)},
+        "top_satwatt_functions_percent": {k: share(v) for k, v in innermost.most_common(15)},
     }
 
 
@@ -572,10 +589,13 @@ async def throughput_satwatt(bench: Bench, workers: int | None, profile: bool) -
                 proc = await py_spy(server.pids()[-1], max(5, args.duration - 2), spy_out)
                 await proc.wait()
 
+            pg: dict[str, asyncio.Task[dict[str, int]]] = {}
+
             def on_phase(phase: str) -> None:
                 if phase in ("measure", "stopping"):  # the window's edges: CPU now, /metrics right after
                     task = asyncio.create_task(metrics_by_process(server, want))
                     snapshots[phase] = (time.monotonic(), server.cpu_seconds(), task)
+                    pg[phase] = asyncio.create_task(pg_stats(database_url))
                 if phase == "measure" and profile:
                     spy.append(asyncio.create_task(sample()))
 
@@ -598,10 +618,15 @@ async def throughput_satwatt(bench: Bench, workers: int | None, profile: bool) -
             )
             report["processes"] = want
             report["db_writer"] = writer_rates(before, after, seconds)
-            report["db_writer"]["seconds"] = round(seconds, 1)
-            report["connected_by_process"] = {
-                p: m.get("satwatt_connected_chargers") for p, m in after.items()
+            pg0, pg1 = await pg["measure"], await pg["stopping"]
+            report["postgresql"] = {  # pg_stat_database of the run's database (flushed about every 1 s)
+                f"{name}_per_s": round((pg1[name] - pg0[name]) / seconds, 1) for name in pg0
             }
+            answered = max(1, report["meter_values"]["answered"])
+            report["postgresql"]["rows_written_per_meter_values"] = round(
+                sum(pg1[n] - pg0[n] for n in ("tup_inserted", "tup_updated", "tup_deleted")) / answered, 2
+            )
+            report["db_writer"]["seconds"] = round(seconds, 1)
             report["satwatt_sessions"] = sessions
             if profile:
                 report["profile"] = summarize_profile(spy_out)
@@ -662,6 +687,12 @@ def throughput_row(name: str, report: dict[str, Any]) -> dict[str, Any]:
         "cpu_ms_per_msg": report.get("server_cpu_ms_per_msg"),
         "db_transactions_per_s": db.get("transactions_per_s"),
         "db_facts_per_s": db.get("facts_per_s"),
+        "pg_commits_per_s": (report.get("postgresql") or {}).get("xact_commit_per_s"),
+        "pg_rows_per_s": round(
+            sum(v for k, v in (report.get("postgresql") or {}).items() if k.startswith("tup_")), 1
+        )
+        if report.get("postgresql")
+        else None,
     }
 
 
@@ -714,13 +745,14 @@ async def part_throughput(bench: Bench) -> dict[str, Any]:
     }
     print(
         f"{'server':<11} {'procs':>5} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'x single':>8} {'x bare':>7}"
-        f" {'CPU ms/msg':>10} {'db tx/s':>8} {'facts/s':>8}"
+        f" {'CPU ms/msg':>10} {'db tx/s':>8} {'facts/s':>8} {'pg tx/s':>8} {'rows/s':>8}"
     )
     for r in table:
         print(
             f"{r['server']:<11} {r['processes']!s:>5} {r['msg_per_s']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} "
             f"{r['vs_single']!s:>8} {r['vs_bare']!s:>7} {r['cpu_ms_per_msg']!s:>10} "
-            f"{r['db_transactions_per_s']!s:>8} {r['db_facts_per_s']!s:>8}"
+            f"{r['db_transactions_per_s']!s:>8} {r['db_facts_per_s']!s:>8} {r['pg_commits_per_s']!s:>8} "
+            f"{r['pg_rows_per_s']!s:>8}"
         )
     for name, p in profiles.items():
         print(f"profile {name}: {p['by_area_percent']} inclusive {p['inclusive_percent']}")
@@ -891,6 +923,13 @@ async def part_failover(bench: Bench) -> dict[str, Any]:
                 victim = next(s for s in servers if s is not leader)
                 held = [c for c in load.chargers if c.url == victim.ocpp]
                 others = [c for c in load.chargers if c.url != victim.ocpp]
+                # the chargers go to the next URL: the process after the victim takes them all
+                taker = servers[(servers.index(victim) + 1) % len(servers)]
+                spy_out = bench.work / "profile-failover-taker.txt"
+                spy = None
+                if args.profile:
+                    assert taker.process is not None
+                    spy = await py_spy(taker.process.pid, 10, spy_out)
                 t_kill = load.stats.now()
                 await victim.kill()
                 back_at: dict[str, float] = {}
@@ -956,6 +995,12 @@ async def part_failover(bench: Bench) -> dict[str, Any]:
         "disconnects": load.stats.disconnects,
         "errors": load.stats.timeouts + sum(load.stats.call_errors.values()),
     }
+    if spy is not None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await spy.wait()
+        result["profile_of_the_taker_10s_from_the_kill"] = summarize_profile(spy_out)
+        print(f"profile of the process taking them over: {result['profile_of_the_taker_10s_from_the_kill']}")
     print(
         f"{len(held)} chargers on the killed process: {len(back)} back on another; all back "
         f"{result['all_back_s']} s after the kill (p50 {result['back_after_kill']['p50_s']} s); owners "
@@ -1297,7 +1342,12 @@ def main() -> None:
         default=100_000,
         help="the default tariff's unpaid allowance (sessions keep charging unpaid; default 100000 Wh)",
     )
-    g.add_argument("--profile", action="store_true", help="py-spy one worker of --workers 2 and the baseline")
+    g.add_argument(
+        "--profile",
+        action="store_true",
+        help="throughput: py-spy one worker of --workers 2 and the baseline over the window; failover: the "
+        "process taking the killed one's chargers over, 10 s from the kill",
+    )
     g = parser.add_argument_group("commands")
     g.add_argument("--commands", type=int, default=300, help="commands through each process (default 300)")
     g.add_argument("--command-chargers", type=int, default=10, help="idle chargers on process A (default 10)")
