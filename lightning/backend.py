@@ -54,6 +54,9 @@ class Invoice:
     settle_index: int
     is_hold: bool
     preimage: bytes | None = None  # known once settled (and always for ordinary invoices)
+    # hold invoices: the earliest CLTV expiry height of the HTLCs held (0: none held). The real deadline
+    # of a held payment, not the invoice's expiry: the node cancels the HTLC some blocks before it.
+    htlc_expiry_height: int = 0
 
     @property
     def payment_hash_hex(self) -> str:

@@ -39,6 +39,7 @@ _CHARGER_ID = re.compile(CHARGER_ID_PATTERN)
 _K1 = re.compile(r"^[0-9a-f]{64}$")
 MAX_CONNECTOR = 1000
 STOP_WAIT_S = 20.0  # a withdraw during a charge waits this long for the charger to end the transaction
+OWNER_TIMEOUT_S = 30.0  # cluster mode: the charger's owner opens the prepaid session
 NO_STORE = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
 
 
@@ -118,16 +119,35 @@ async def _open_session(request: Request, charger_id: str, connector_id: int) ->
         )
 
 
-async def _free_and_here(request: Request, charger_id: str) -> str | None:
-    """Why a new session cannot be sold on this charger from this process, or None."""
-    registry = request.app.state.registry
-    where = await registry.whereabouts(charger_id)
+async def _offline(request: Request, charger_id: str) -> str | None:
+    """Why a new session cannot be sold on this charger now, or None."""
+    where = await request.app.state.registry.whereabouts(charger_id)
     if where is None or not where.connected:
         return f"charger {charger_id} is offline"
-    if where.process_id not in (None, registry.process_id):
-        # cluster mode: the charger's owner would have to sell it (see the report of issue 10)
-        return "this charger is connected to another satwatt process; try again in a moment"
     return None
+
+
+async def _open_prepaid(
+    request: Request,
+    engine: SettlementEngine,
+    charger_id: str,
+    connector_id: int,
+    amount_msat: int,
+    dh: bytes,
+) -> int:
+    """The prepaid session's number; in cluster mode the charger's owner sells it (as walk-ups)."""
+    registry = request.app.state.registry
+    where = await registry.whereabouts(charger_id)
+    if where is None or where.process_id in (None, registry.process_id):
+        session, _token = await engine.open_prepaid(charger_id, connector_id, amount_msat, dh)
+        return int(session.number)
+    payload = {
+        "charger": charger_id,
+        "connector": connector_id,
+        "amount_msat": amount_msat,
+        "description_hash": dh.hex(),
+    }
+    return int(await registry.to_owner(charger_id, "prepay", payload, OWNER_TIMEOUT_S))
 
 
 def _k1_ok(engine: SettlementEngine, session_id: str, k1: str | None) -> bool:
@@ -157,7 +177,7 @@ async def connector_lnurl(
         if k1 is None or not _k1_ok(engine, session.id, k1):
             return _error("this connector is in use; only its driver can withdraw (with their link)")
         return await _withdraw_request(request, engine, session, k1)
-    why = await _free_and_here(request, charger_id)
+    why = await _offline(request, charger_id)
     if why is not None:
         return _error(why)
     tariff = await _tariff(request, charger_id)
@@ -195,15 +215,20 @@ async def connector_pay_callback(
         return _error(f"amount must be between {least} and {most} msat")
     if await _open_session(request, charger_id, number) is not None:
         return _error("this connector is in use")
-    why = await _free_and_here(request, charger_id)
+    why = await _offline(request, charger_id)
     if why is not None:
         return _error(why)
     metadata = pay_metadata(charger_id, number, tariff, datetime.now(UTC))
-    session, _token = await engine.open_prepaid(
-        charger_id, number, amount_msat, lnurl.description_hash(metadata)
-    )
-    bolt11 = await _first_bolt11(request, session.number)
-    if bolt11 is None:
+    try:
+        session_number = await _open_prepaid(
+            request, engine, charger_id, number, amount_msat, lnurl.description_hash(metadata)
+        )
+    except cmd.CommandFailed as exc:
+        return _error(f"the charger cannot take a session now ({exc.reason})")
+    async with request.app.state.service.db() as db:
+        session = await db.get(ChargingSession, session_number)
+    bolt11 = await _first_bolt11(request, session_number)
+    if session is None or bolt11 is None:
         return _error("the Lightning node is unavailable; try again in a moment")
     k1 = engine.withdraw_k1(session.id)
     return _answer(
@@ -318,11 +343,23 @@ async def _stop_and_wait(request: Request, engine: SettlementEngine, session: Ch
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STOP_WAIT_S
     while loop.time() < deadline:
-        view = engine.view(number)
-        if view is None or view[0].transaction_ended_at is not None:
+        if await _transaction_ended(request, engine, number):
             return None
         await asyncio.sleep(0.1)
     return "the charger is still stopping; scan again in a moment"
+
+
+async def _transaction_ended(request: Request, engine: SettlementEngine, number: int) -> bool:
+    """Whether the settlement has seen the transaction end: in memory when this process holds the
+    session, else (cluster mode: another process owns the charger) in its committed state."""
+    view = engine.view(number)
+    if view is not None:
+        return view[0].transaction_ended_at is not None
+    async with request.app.state.service.db() as db:
+        row = await db.get(Settlement, number)
+    return (
+        row is None or row.closed or SessionSettlement.from_dict(row.state).transaction_ended_at is not None
+    )
 
 
 async def _withdraw_request(

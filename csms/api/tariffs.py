@@ -92,6 +92,13 @@ class TariffChanges(Strict):
         le=100_000_000_000,
         description="Most a driver may prepay (LNURL-pay); at least the least",
     )
+    deposit_msat: int = Field(
+        default_factory=absent,
+        ge=0,
+        le=100_000_000_000,
+        description="0: off. Else walk-up sessions pay by a hold-invoice deposit of this much (canceled once "
+        "the final invoice for the energy is paid, settled before its HTLC's deadline otherwise)",
+    )
     schedule: Schedule | None = Field(default_factory=absent)
 
 
@@ -125,6 +132,7 @@ class TariffOut(BaseModel):
     invoice_expiry_s: int
     prepay_min_msat: int = DEFAULT_TARIFF.prepay_min_msat
     prepay_max_msat: int = DEFAULT_TARIFF.prepay_max_msat
+    deposit_msat: int = DEFAULT_TARIFF.deposit_msat
     schedule: ScheduleOut | None
 
 

@@ -29,6 +29,7 @@ class OwnerSessions:
         self.service = service
         link.handle("walk_up", self._walk_up)
         link.handle("stop_pending", self._stop_pending)
+        link.handle("prepay", self._prepay)
 
     async def _walk_up(self, payload: dict[str, Any]) -> int:
         charger_id = payload["charger"]
@@ -36,6 +37,19 @@ class OwnerSessions:
             raise RemoteFailure("not_connected", f"charger {charger_id} is not connected")
         session = await self.engine.open_walk_up(charger_id, int(payload["connector"]), payload["token"])
         return session.number
+
+    async def _prepay(self, payload: dict[str, Any]) -> int:
+        """An LNURL-pay prepayment (csms.api.lnurl) that reached another process."""
+        charger_id = payload["charger"]
+        if self.registry.get(charger_id) is None:
+            raise RemoteFailure("not_connected", f"charger {charger_id} is not connected")
+        session, _token = await self.engine.open_prepaid(
+            charger_id,
+            int(payload["connector"]),
+            int(payload["amount_msat"]),
+            bytes.fromhex(payload["description_hash"]),
+        )
+        return int(session.number)
 
     async def _stop_pending(self, payload: dict[str, Any]) -> None:
         async with self.service.db() as db:

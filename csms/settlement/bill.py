@@ -157,7 +157,7 @@ def session_state(state: SessionSettlement) -> SessionState:
         return SessionState.ENDED
     if state.suspended_since is not None:
         return SessionState.SUSPENDED
-    if not any(i.status is InvoiceStatus.PAID for i in state.invoices):
+    if not state.deposit_held and not any(i.status is InvoiceStatus.PAID for i in state.invoices):
         return SessionState.AWAITING_PAYMENT
     return SessionState.CHARGING
 

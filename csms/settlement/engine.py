@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import hashlib
 import hmac
 import logging
@@ -62,13 +63,16 @@ from csms.settlement.session import (
     UnknownInvoiceError,
     open_prepaid_session,
     open_session,
+    record_deposit_accepted,
+    record_deposit_deadline,
+    record_deposit_invoice,
     record_meter,
     record_payment,
     record_prepay_invoice,
     record_transaction_ended,
     record_transaction_started,
 )
-from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, price_at
+from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, deposit_amount, price_at
 from lightning import Backend, InvoiceCursor, InvoiceState, LightningError
 from lightning import Invoice as NodeInvoice
 from lightning.errors import BackendUnavailable, DuplicateInvoice, InvoiceAlreadySettled
@@ -80,7 +84,20 @@ DEFAULT_TARIFF_ID = "default"
 CURSOR_NAME = "default"
 MAX_ATTEMPTS_BACKOFF_S = 60
 MAX_PAYMENTS_IN_FLIGHT = 64
-NODE_ACTIONS = frozenset({"IssueInvoice", "IssueFinalInvoice", "ExpireInvoice", "CancelInvoice"})
+NODE_ACTIONS = frozenset(
+    {
+        "IssueInvoice",
+        "IssueFinalInvoice",
+        "ExpireInvoice",
+        "CancelInvoice",
+        "IssueDeposit",
+        "SettleDeposit",
+        "CancelDeposit",
+    }
+)
+DEPOSIT_CLTV_BLOCKS = 80  # the deposit hold invoice's final CLTV delta: the HTLC's deadline after acceptance
+DEPOSIT_SAFETY_BLOCKS = 18  # settle this many blocks before it (LND cancels a held HTLC 12 before)
+HEIGHT_REFRESH_S = 5.0
 
 Fact = Callable[[SessionSettlement], SessionSettlement]
 Arrival = tuple[str, float]  # what kind of fact, when it arrived (monotonic_now)
@@ -172,6 +189,10 @@ def _projected_power(state: SessionSettlement, sampled_w: int) -> int:
     return max(sampled_w, state.power_w) if suspended or resuming else sampled_w
 
 
+def _accepted(state: SessionSettlement, *, at: datetime, height: int) -> SessionSettlement:
+    return record_deposit_accepted(state, at, height)
+
+
 class PaymentDelivery(Protocol):
     async def __call__(self, charger_id: str, invoice: NodeInvoice) -> None:
         """Have the owner of ``charger_id`` credit ``invoice`` (cluster mode: csms.cluster.payments)."""
@@ -250,6 +271,9 @@ class SettlementEngine:
         self.deliver: PaymentDelivery | None = None
         self._released: set[int] = set()  # sessions handed to another process: their actions are theirs
         self._follower: asyncio.Task[None] | None = None
+        self._deposit_watches: set[tuple[int, str]] = set()  # held-deposit watchers running
+        self._block_height: int | None = None
+        self._height_read_at = float("-inf")
         self._invoice_arrived: dict[str, Arrival] = {}  # invoice key -> the fact that decided it
         self._resume_arrived: dict[int, float] = {}  # session -> the settle event that resumes it
         insert_for = sqlite_insert if writer.engine.dialect.name == "sqlite" else postgresql_insert
@@ -279,6 +303,7 @@ class SettlementEngine:
             pending = await self._load_outbox()
             for number in pending:
                 self._spawn(self._drain(number))
+            self._watch_open_deposits(list(self._open))
         self._loops = [asyncio.create_task(self._ticker(), name="settlement-ticker")]
         if follow_payments:
             await self.follow_payments()
@@ -355,6 +380,7 @@ class SettlementEngine:
         held of them (from an ownership lost without a release) is dropped first: the log is the truth."""
         self._forget({n for n, entry in self._open.items() if entry.charger_id == charger_id})
         numbers = await self._load_open(charger_id)
+        self._watch_open_deposits(numbers)
         for number in numbers:
             if await self._load_outbox(number):
                 self._spawn(self._drain(number))
@@ -538,7 +564,12 @@ class SettlementEngine:
         async with self.db() as db:
             tariff_id, tariff = await self._tariff_for(db, charger_id)
         arrived = ("request", monotonic_now())
-        state = open_session(session.id, now, remote_start=True)
+        deposit = tariff.deposit_msat > 0  # Distributed Charge's manual pay: a hold-invoice deposit
+        state = (
+            open_prepaid_session(session.id, now)
+            if deposit
+            else open_session(session.id, now, remote_start=True)
+        )
         entry = _Open(state, tariff, charger_id=charger_id, connector_id=connector_id)
         unit = Unit()
         unit.add(
@@ -546,6 +577,12 @@ class SettlementEngine:
             self._settlement_row(session.number, state, tariff_id, tariff, token_hash=token_digest(token)),
         )
         self._open[session.number] = entry
+        if deposit:
+            self._stage_prepay(session.number, entry, unit, deposit_amount(tariff, now), b"", deposit=True)
+            await self.writer.commit(unit)
+            self.events.notify(session.number)
+            await self._drain(session.number)
+            return session
         result = self._step(session.number, entry, None, unit, arrived=arrived)
         await self.writer.commit(unit)
         self.events.notify(session.number)
@@ -604,7 +641,14 @@ class SettlementEngine:
         return key
 
     def _stage_prepay(
-        self, number: int, entry: _Open, unit: Unit, amount_msat: int, description_hash: bytes
+        self,
+        number: int,
+        entry: _Open,
+        unit: Unit,
+        amount_msat: int,
+        description_hash: bytes,
+        *,
+        deposit: bool = False,
     ) -> str:
         """Record the prepayment invoice (a fact: the driver's amount) and stage its creation at the node
         in the outbox, with the same idempotent action as the policy's invoices."""
@@ -613,10 +657,10 @@ class SettlementEngine:
         expires_at = now + timedelta(seconds=entry.tariff.invoice_expiry_s)
         key = entry.state.invoice_key(entry.state.next_seq)
 
+        record = record_deposit_invoice if deposit else record_prepay_invoice
+
         def fact(state: SessionSettlement) -> SessionSettlement:
-            return record_prepay_invoice(
-                state, amount_msat, price, entry.tariff.session_fee_msat, now, expires_at
-            )
+            return record(state, amount_msat, price, entry.tariff.session_fee_msat, now, expires_at)
 
         def stage(unit: Unit, state: SessionSettlement) -> None:
             invoice = state.invoice(key)
@@ -629,10 +673,10 @@ class SettlementEngine:
                 "fee_msat": invoice.fee_msat,
                 "amount_msat": amount_msat,
                 "expires_at": expires_at.isoformat(),
-                "kind": "prepay",
+                "kind": "deposit" if deposit else "prepay",
                 "description_hash": description_hash.hex(),
             }
-            action = _Action(key, number, "IssueInvoice", payload, 0)
+            action = _Action(key, number, "IssueDeposit" if deposit else "IssueInvoice", payload, 0)
             unit.add(
                 self._insert_action,
                 {
@@ -654,7 +698,7 @@ class SettlementEngine:
                     "key": key,
                     "session_number": number,
                     "seq": invoice.seq,
-                    "kind": "prepay",
+                    "kind": "deposit" if deposit else "prepay",
                     "payment_hash": self.payment_hash(key),
                     "bolt11": None,
                     "amount_msat": amount_msat,
@@ -804,7 +848,7 @@ class SettlementEngine:
                     "settle_index": None,
                 },
             )
-        elif isinstance(decision, policy.ExpireInvoice | policy.CancelInvoice):
+        elif isinstance(decision, policy.ExpireInvoice | policy.CancelInvoice | policy.CancelDeposit):
             status = "expired" if isinstance(decision, policy.ExpireInvoice) else "canceled"
             unit.add(RETIRE_INVOICE, {"b_key": decision.invoice_key, "status": status})
         elif isinstance(decision, policy.CloseSession):
@@ -914,8 +958,13 @@ class SettlementEngine:
         kind, payload = action.kind, action.payload
         if kind in ("IssueInvoice", "IssueFinalInvoice"):
             await self._create_invoice(number, action, unit)
-        elif kind in ("ExpireInvoice", "CancelInvoice"):
+        elif kind in ("ExpireInvoice", "CancelInvoice", "CancelDeposit"):
             await self._cancel_invoice(payload["invoice_key"])
+        elif kind == "IssueDeposit":
+            await self._create_deposit(number, action, unit)
+        elif kind == "SettleDeposit":
+            with contextlib.suppress(InvoiceAlreadySettled):
+                await self.backend.settle_hold_invoice(self.preimage(payload["invoice_key"]))
         elif kind == "RemoteStart":
             await self._remote_start(number)
         elif kind == "Suspend":
@@ -991,6 +1040,103 @@ class SettlementEngine:
         SessionEventLog.stage(unit, number, "invoice", event, self.clock())
         if invoice.state is InvoiceState.SETTLED:
             self._spawn(self.on_payment(invoice))
+
+    async def _create_deposit(self, number: int, action: _Action, unit: Unit) -> None:
+        """Create the deposit's hold invoice (its hash derives from its key, like every invoice's), then
+        watch it for the HTLC being held."""
+        key, payload = action.key, action.payload
+        entry = self._open.get(number)
+        if (
+            entry is None
+            or entry.state.deposit is None
+            or entry.state.deposit.status is not InvoiceStatus.OPEN
+        ):
+            return
+        expires_at = datetime.fromisoformat(payload["expires_at"])
+        expiry_s = max(1, int((expires_at - self.clock()).total_seconds()))
+        payment_hash = hashlib.sha256(self.preimage(key)).digest()
+        memo = f"satwatt {entry.label}: deposit, returned once the energy is paid"
+        try:
+            invoice = await self.backend.create_hold_invoice(
+                payment_hash, payload["amount_msat"], memo, expiry_s, DEPOSIT_CLTV_BLOCKS
+            )
+        except DuplicateInvoice:
+            invoice = await self.backend.lookup_invoice(payment_hash)
+        unit.add(INVOICE_CREATED, {"b_key": key, "bolt11": invoice.bolt11})
+        event = {
+            "key": key,
+            "kind": "deposit",
+            "payment_hash": payment_hash.hex(),
+            "bolt11": invoice.bolt11,
+            "amount_msat": payload["amount_msat"],
+            "energy_wh": payload["energy_wh"],
+            "price_msat_per_kwh": payload["price_msat_per_kwh"],
+            "fee_msat": payload["fee_msat"],
+            "expires_at": expires_at.isoformat(),
+        }
+        SessionEventLog.stage(unit, number, "invoice", event, self.clock())
+        unit.on_commit(lambda: self._watch_deposit(number, key))
+
+    def _watch_open_deposits(self, numbers: list[int]) -> None:
+        """Watch the deposits of sessions loaded from the log (after a restart, or a charger adopted)."""
+        for number in numbers:
+            entry = self._open.get(number)
+            deposit = None if entry is None else entry.state.deposit
+            if deposit is not None and deposit.status is InvoiceStatus.OPEN:
+                self._watch_deposit(number, deposit.key)
+
+    def _watch_deposit(self, number: int, key: str) -> None:
+        if (number, key) in self._deposit_watches:
+            return
+        self._deposit_watches.add((number, key))
+
+        async def watch() -> None:
+            try:
+                payment_hash = hashlib.sha256(self.preimage(key)).digest()
+                while number in self._open:
+                    try:
+                        async for invoice in self.backend.watch_invoice(payment_hash):
+                            if invoice.state is InvoiceState.ACCEPTED:
+                                await self.advance(
+                                    number,
+                                    functools.partial(
+                                        _accepted, at=self.clock(), height=invoice.htlc_expiry_height
+                                    ),
+                                )
+                        return
+                    except LightningError as exc:
+                        log.warning("watching the deposit of session %s: %s (retrying)", number, exc)
+                        await asyncio.sleep(2)
+            finally:
+                self._deposit_watches.discard((number, key))
+
+        self._spawn(watch())
+
+    async def _refresh_height(self) -> None:
+        try:
+            self._block_height = (await self.backend.get_info()).block_height
+        except LightningError as exc:
+            log.warning("cannot read the block height (held deposits' deadlines): %s", exc)
+
+    def _deposit_deadlines(self, now: datetime, unit: Unit) -> None:
+        """Held deposits whose HTLC's CLTV deadline is near (the block height, not the invoice's expiry)
+        get the deadline recorded, and the policy settles them."""
+        held = [
+            (n, e)
+            for n, e in self._open.items()
+            if e.state.deposit_held and e.state.deposit_deadline_at is None
+        ]
+        if not held:
+            return
+        loop_time = asyncio.get_running_loop().time()
+        if loop_time - self._height_read_at >= HEIGHT_REFRESH_S:
+            self._height_read_at = loop_time
+            self._spawn(self._refresh_height())
+        if self._block_height is None:
+            return
+        for number, entry in held:
+            if self._block_height >= entry.state.deposit_expiry_height - DEPOSIT_SAFETY_BLOCKS:
+                self._step(number, entry, lambda s: record_deposit_deadline(s, now), unit)
 
     async def _cancel_invoice(self, key: str) -> None:
         async with self.db() as db:
@@ -1268,6 +1414,7 @@ class SettlementEngine:
         now = self.clock()
         arrived = ("tick", monotonic_now())
         unit = Unit()
+        self._deposit_deadlines(now, unit)
         for number, entry in list(self._open.items()):
             if policy.decide(entry.state, entry.tariff, now):
                 self._step(number, entry, None, unit, arrived=arrived)

@@ -153,6 +153,24 @@ class StopTransaction:
 
 
 @dataclass(frozen=True)
+class SettleDeposit:
+    """The held deposit's CLTV deadline nears and the final invoice is unpaid: settle the deposit."""
+
+    key: str
+    invoice_key: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class CancelDeposit:
+    """The energy is paid (or none was drawn): cancel the held deposit (the driver's sats go back)."""
+
+    key: str
+    invoice_key: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class CloseSession:
     """The session's money is settled (or written off): record the outcome and the final bill."""
 
@@ -171,6 +189,8 @@ Decision = (
     | Suspend
     | Resume
     | StopTransaction
+    | SettleDeposit
+    | CancelDeposit
     | CloseSession
 )
 
@@ -248,6 +268,8 @@ def _next_decision(state: SessionSettlement, tariff: Tariff, now: datetime) -> D
     if state.closed_at is not None:
         return None
     for invoice in state.open_invoices():
+        if invoice.kind is InvoiceKind.DEPOSIT and state.deposit_accepted_at is not None:
+            continue  # a held deposit's deadline is its HTLC's CLTV expiry, not the invoice's expiry
         if now >= invoice.expires_at:
             return ExpireInvoice(
                 key=f"{state.session_id}/expire/{invoice.seq}", invoice_key=invoice.key, at=now
@@ -260,7 +282,7 @@ def _next_decision(state: SessionSettlement, tariff: Tariff, now: datetime) -> D
 
 
 def _before_start(state: SessionSettlement, tariff: Tariff, now: datetime) -> Decision | None:
-    if any(i.status is InvoiceStatus.PAID for i in state.invoices):
+    if state.deposit_held or any(i.status is InvoiceStatus.PAID for i in state.invoices):
         if state.remote_start and state.remote_start_requested_at is None:
             return RemoteStart(key=f"{state.session_id}/start", at=now)
         return None
@@ -277,7 +299,7 @@ def _prepaid_during_transaction(state: SessionSettlement, tariff: Tariff, now: d
     (projected) energy reaches what is prepaid, resumed by a top-up, and the transaction stopped after
     ``stop_after_s`` suspended, as for an invoice stream whose payments stopped."""
     sid = state.session_id
-    credit_wh = state.paid_wh - projected_delivered_wh(state, now)
+    credit_wh = state.covered_wh - projected_delivered_wh(state, now)
     if state.stop_requested_at is not None:
         return None
     if state.suspended_since is not None:
@@ -326,6 +348,13 @@ def _after_end(state: SessionSettlement, tariff: Tariff, now: datetime) -> Decis
     sid = state.session_id
     for invoice in (*state.open_invoices(InvoiceKind.INCREMENT), *state.open_invoices(InvoiceKind.PREPAY)):
         return CancelInvoice(key=f"{sid}/cancel/{invoice.seq}", invoice_key=invoice.key, at=now)
+    deposit = state.deposit
+    if deposit is not None and deposit.status is InvoiceStatus.OPEN and state.deposit_accepted_at is None:
+        return CancelInvoice(key=f"{sid}/cancel/{deposit.seq}", invoice_key=deposit.key, at=now)
+    if deposit is not None and state.deposit_held:
+        decision = _held_deposit_after_end(state, tariff, now)
+        if decision is not _FALL_THROUGH:
+            return decision  # type: ignore[return-value]
     bill = compute_bill(state, tariff, now)
     final = state.final_invoice
     if final is not None and final.status is InvoiceStatus.OPEN:
@@ -351,6 +380,28 @@ def _after_end(state: SessionSettlement, tariff: Tariff, now: datetime) -> Decis
         )
     ran = state.transaction_started_at is not None
     return _close(state, tariff, now, CloseOutcome.SETTLED if ran else CloseOutcome.NOT_STARTED, bill)
+
+
+_FALL_THROUGH = object()
+
+
+def _held_deposit_after_end(state: SessionSettlement, tariff: Tariff, now: datetime) -> object:
+    """A held deposit at the end: settle it when its CLTV deadline nears; cancel it once the energy is
+    paid (the final invoice); while neither, the final invoice is issued as usual (fall through), and an
+    expired final invoice waits for the deadline instead of closing the session as unpaid."""
+    sid = state.session_id
+    deposit = state.deposit
+    assert deposit is not None
+    if state.deposit_settle_requested_at is not None:
+        return None  # waiting for the node's settlement to be recorded (the invoice stream)
+    if state.deposit_deadline_at is not None:
+        return SettleDeposit(key=f"{sid}/settle-deposit", invoice_key=deposit.key, at=now)
+    if compute_bill(state, tariff, now).shortfall_msat == 0:
+        return CancelDeposit(key=f"{sid}/cancel-deposit", invoice_key=deposit.key, at=now)
+    final = state.final_invoice
+    if final is not None and final.status is InvoiceStatus.EXPIRED:
+        return None
+    return _FALL_THROUGH
 
 
 def _increment_invoice(
@@ -433,6 +484,12 @@ def apply_decision(state: SessionSettlement, decision: Decision) -> SessionSettl
             if state.stop_requested_at is not None:
                 return state
             return replace(state, stop_requested_at=decision.at)
+        case SettleDeposit():
+            if state.deposit_settle_requested_at is not None:
+                return state
+            return replace(state, deposit_settle_requested_at=decision.at)
+        case CancelDeposit():
+            return _set_status(state, decision.invoice_key, InvoiceStatus.CANCELED)
         case CloseSession():
             if state.closed_at is not None:
                 return state

@@ -23,6 +23,7 @@ class InvoiceKind(StrEnum):
     INCREMENT = "increment"  # prepays energy during the transaction
     FINAL = "final"  # the shortfall after the transaction ended
     PREPAY = "prepay"  # an amount the driver chose (LNURL-pay): drawn down as energy flows
+    DEPOSIT = "deposit"  # a hold invoice: held (accepted) while charging, canceled or settled at the end
 
 
 class InvoiceStatus(StrEnum):
@@ -120,6 +121,13 @@ class SessionSettlement:
     stop_requested_at: datetime | None = None
     closed_at: datetime | None = None
     outcome: CloseOutcome | None = None
+    # hold-invoice deposit (a prepaid session whose first invoice is a DEPOSIT): when its HTLC was
+    # accepted, the HTLC's CLTV expiry height, when the engine saw that deadline near, when the policy
+    # asked to settle it
+    deposit_accepted_at: datetime | None = None
+    deposit_expiry_height: int = 0
+    deposit_deadline_at: datetime | None = None
+    deposit_settle_requested_at: datetime | None = None
 
     # -- derived values ----------------------------------------------------------------------------
 
@@ -131,6 +139,24 @@ class SessionSettlement:
     @property
     def paid_msat(self) -> int:
         return sum(i.amount_msat for i in self.invoices if i.status is InvoiceStatus.PAID)
+
+    @property
+    def deposit(self) -> Invoice | None:
+        return next((i for i in self.invoices if i.kind is InvoiceKind.DEPOSIT), None)
+
+    @property
+    def deposit_held(self) -> bool:
+        """The deposit's HTLC is held: accepted, neither settled (paid) nor canceled."""
+        deposit = self.deposit
+        if deposit is None or self.deposit_accepted_at is None:
+            return False
+        return deposit.status is InvoiceStatus.OPEN
+
+    @property
+    def covered_wh(self) -> int:
+        """Wh paid, plus those the held deposit would pay for: what the power may draw."""
+        held = self.deposit
+        return self.paid_wh + (held.energy_wh if held is not None and self.deposit_held else 0)
 
     @property
     def credit_wh(self) -> int:
@@ -196,6 +222,9 @@ class SessionSettlement:
                 "remote_start_requested_at",
                 "stop_requested_at",
                 "closed_at",
+                "deposit_accepted_at",
+                "deposit_deadline_at",
+                "deposit_settle_requested_at",
             )
         }
         return cls(
@@ -207,6 +236,7 @@ class SessionSettlement:
             delivered_wh=int(data.get("delivered_wh", 0)),
             power_w=int(data.get("power_w", 0)),
             suspension_count=int(data.get("suspension_count", 0)),
+            deposit_expiry_height=int(data.get("deposit_expiry_height", 0)),
             outcome=None if data.get("outcome") is None else CloseOutcome(data["outcome"]),
             **times,
         )
@@ -272,6 +302,38 @@ def record_prepay_invoice(
         expires_at=require_aware(expires_at),
     )
     return replace(state, invoices=(*state.invoices, invoice))
+
+
+def record_deposit_invoice(
+    state: SessionSettlement,
+    amount_msat: int,
+    price_msat_per_kwh: int,
+    fee_msat: int,
+    at: datetime,
+    expires_at: datetime,
+) -> SessionSettlement:
+    """A deposit session's hold invoice (a tariff's ``deposit_msat``): its energy is what the deposit
+    would buy, the most the charge may draw. Paid only if settled at the deadline."""
+    state = record_prepay_invoice(state, amount_msat, price_msat_per_kwh, fee_msat, at, expires_at)
+    deposit = replace(state.invoices[-1], kind=InvoiceKind.DEPOSIT)
+    return replace(state, invoices=(*state.invoices[:-1], deposit))
+
+
+def record_deposit_accepted(state: SessionSettlement, at: datetime, expiry_height: int) -> SessionSettlement:
+    """The deposit's HTLC is held (ACCEPTED), expiring at block ``expiry_height``. Idempotent."""
+    require_aware(at)
+    deposit = state.deposit
+    if deposit is None or deposit.status is not InvoiceStatus.OPEN or state.deposit_accepted_at is not None:
+        return state
+    return replace(state, deposit_accepted_at=at, deposit_expiry_height=expiry_height)
+
+
+def record_deposit_deadline(state: SessionSettlement, at: datetime) -> SessionSettlement:
+    """The held deposit's CLTV deadline is near (the engine watches the block height). Idempotent."""
+    require_aware(at)
+    if not state.deposit_held or state.deposit_deadline_at is not None:
+        return state
+    return replace(state, deposit_deadline_at=at)
 
 
 def record_transaction_started(state: SessionSettlement, at: datetime) -> SessionSettlement:

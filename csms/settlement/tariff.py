@@ -137,6 +137,10 @@ class Tariff:
     * ``invoice_expiry_s = 600``: Distributed Charge's expiry; an expired unpaid invoice is replaced.
     * ``prepay_min_msat = 1_000_000``, ``prepay_max_msat = 100_000_000``: what a driver may prepay
       from a phone wallet (LNURL-pay, 1,000 to 100,000 sat); the unused part is withdrawn afterwards.
+    * ``deposit_msat = 0``: off. Otherwise walk-up sessions are paid Distributed Charge's manual way: a
+      hold invoice for this deposit (power on once its HTLC is held, at most the energy it would buy),
+      a final invoice for the energy at the end, the deposit canceled once that is paid, else settled
+      before its HTLC's CLTV deadline.
     """
 
     name: str = "default"
@@ -150,6 +154,7 @@ class Tariff:
     invoice_expiry_s: int = 600
     prepay_min_msat: int = 1_000_000
     prepay_max_msat: int = 100_000_000
+    deposit_msat: int = 0
     schedule: TimeOfUseSchedule | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -167,6 +172,7 @@ class Tariff:
         _require_int(self.invoice_expiry_s, "invoice_expiry_s", minimum=1)
         _require_int(self.prepay_min_msat, "prepay_min_msat", minimum=1)
         _require_int(self.prepay_max_msat, "prepay_max_msat", minimum=1)
+        _require_int(self.deposit_msat, "deposit_msat", minimum=0)
         if self.schedule is not None:
             if not isinstance(self.schedule, TimeOfUseSchedule):
                 raise TariffError("schedule", "must be a time-of-use schedule")
@@ -277,6 +283,14 @@ def prepay_bounds(tariff: Tariff, when: datetime) -> tuple[int, int]:
         tariff.prepay_min_msat, tariff.session_fee_msat + max(1, msat_for_energy(1, price_at(tariff, when)))
     )
     return least, max(tariff.prepay_max_msat, least)
+
+
+def deposit_amount(tariff: Tariff, when: datetime) -> int:
+    """A deposit session's hold invoice (msat): the tariff's ``deposit_msat``, raised to cover the session
+    fee and one Wh at the price of the moment."""
+    return max(
+        tariff.deposit_msat, tariff.session_fee_msat + max(1, msat_for_energy(1, price_at(tariff, when)))
+    )
 
 
 def increment_wh_for(tariff: Tariff, power_w: int) -> int:

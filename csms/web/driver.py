@@ -319,6 +319,8 @@ async def session_state(request: Request, session: ChargingSession, settlement: 
         refunded = (await sessions_api.refunded_msat(db, [session.number])).get(session.number, 0)
     out = sessions_api.session_out(session, settlement, refunded)
     invoice = await current_invoice(_service(request), session.number)
+    if invoice is not None and invoice.kind == "deposit" and out.state != "awaiting_payment":
+        invoice = None  # the deposit is held (its HTLC accepted): nothing to pay until the final invoice
     return {
         "id": out.id,
         "state": out.state,

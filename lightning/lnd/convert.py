@@ -70,6 +70,7 @@ def invoice_from_proto(msg: Any, hold_hashes: set[bytes] | None = None) -> Invoi
         settle_index=msg.settle_index,
         is_hold=is_hold,
         preimage=bytes(msg.r_preimage) or None,
+        htlc_expiry_height=min((h.expiry_height for h in msg.htlcs if h.expiry_height), default=0),
     )
 
 
