@@ -275,3 +275,41 @@ async def test_a_refund_recorded_before_a_crash_is_paid_once_at_restart(
 
 async def _refunds_with_status(server: RunningServer, status: str) -> list[Refund]:
     return [r for r in await refunds_of(server) if r.status == status]
+
+
+async def test_a_used_up_prepayment_suspends_and_a_top_up_resumes(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    charger_id = "CP-topup"
+    await register(api, charger_id)
+    await sell_at(api, charger_id, price_msat_per_kwh=1_000_000, **PREPAY)  # 1,000 sat/kWh
+    async with connect_charger(server.ocpp_url, charger_id, "1.6") as cp, wallet_of(server) as wallet:
+        paid = await wallet.pay(await wallet.scan(sticker(server, charger_id)), 1_000_000)  # 1 kWh
+        assert paid.success_action is not None
+        url = urlsplit(paid.success_action["url"])
+        session_id, k1 = url.path.split("/")[2], parse_qs(url.query)["k1"][0]
+        tx = await start_remote(cp, "1.6")
+        async with follow_events(server.http_url, session_id, "st_" + k1) as events:
+            meter = Meter(cp, "1.6", tx)
+            await meter.send(1_000)  # all of it: the power is cut, as for an invoice stream left unpaid
+            suspended = await events.next("suspended")
+            assert suspended.data["reason"] == "prepayment_used"
+            assert cp.recorder.of("SetChargingProfile")
+            # a top-up from the session page's LNURL-pay (anyone without the k1 is refused)
+            with pytest.raises(LnurlRefused, match="wrong k1"):
+                await wallet.get(f"{server.http_url}/lnurl/topup/{session_id}?k1={'2' * 64}")
+            top_up = await wallet.get(f"{server.http_url}/lnurl/topup/{session_id}?k1={k1}")
+            assert top_up["tag"] == "payRequest"
+            with pytest.raises(LnurlRefused, match="amount"):
+                await wallet.get(f"{top_up['callback']}&amount=5")
+            await wallet.pay(top_up, 2_000_000)
+            await events.next("resumed")
+            await meter.send(1_500)
+            await meter.stop(1_500)  # 1.5 kWh of 3 kWh prepaid
+            closed = (await events.next("closed")).data
+        assert closed["cost_msat"] == 1_500_000 and closed["paid_msat"] == 3_000_000
+        assert closed["refundable_msat"] == 1_500_000
+        offer = await wallet.scan(lnurl.lightning_uri(f"{server.http_url}/lnurlw/{session_id}?k1={k1}"))
+        assert (await wallet.withdraw(offer)).amount_paid_msat == 1_500_000
+        with pytest.raises(LnurlRefused, match="no top-up"):
+            await wallet.get(f"{server.http_url}/lnurl/topup/{session_id}?k1={k1}")
