@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -17,6 +17,9 @@ from rich.console import Console
 from csms import __version__
 from csms.server_config import uvicorn_config
 from csms.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from csms.security import ApiKey
 
 cli = typer.Typer(
     help="satwatt: an OCPP 1.6J / 2.0.1 central system that sells electricity for sats.",
@@ -108,19 +111,12 @@ def serve(
 ) -> None:
     """Run the central system: the OCPP websocket, the REST API and /healthz in one server."""
     from csms.app import create_app
-    from csms.security import load_or_create_api_key
 
     settings = _settings(host=host, port=port)
     _configure_logging(settings.log_level)
     if workers > 1:
         raise typer.Exit(_supervise(settings, workers))
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        configured = settings.api_key.get_secret_value() if settings.api_key else None
-        api_key, new_key = load_or_create_api_key(settings.data_dir, configured)
-    except (OSError, ValueError) as exc:
-        console.print(f"[bold red]satwatt cannot start:[/] CSMS_DATA_DIR ({settings.data_dir}): {exc}")
-        raise typer.Exit(2) from None
+    api_key, new_key = _api_key(settings)
     app = create_app(settings, api_key)
     banner = [
         f"  Database           {redact_url(settings.resolved_database_url)}",
@@ -149,7 +145,7 @@ def serve(
     if new_key is not None:
         banner.append(f"  [bold yellow]Operator API key (shown once, keep it):[/] {new_key}")
         banner.append("     use it as: Authorization: Bearer <key>; a new one: csms api-key --rotate")
-    elif configured is None:
+    elif settings.api_key is None:
         banner.append(
             "  Operator API key   stored in the data directory (csms api-key --rotate for a new one)"
         )
@@ -166,7 +162,6 @@ def _supervise(settings: Settings, workers: int) -> int:
     """``serve --workers N``: check the set-up, create the API key and migrate once, run the workers."""
     from csms.cluster.workers import Supervisor
     from csms.db.migrate import upgrade_to_head
-    from csms.security import load_or_create_api_key
 
     if not settings.cluster_mode:
         console.print(
@@ -178,18 +173,25 @@ def _supervise(settings: Settings, workers: int) -> int:
     if settings.port == 0:
         console.print("[bold red]satwatt cannot start:[/] --workers needs a fixed port (CSMS_PORT or --port)")
         return 2
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        configured = settings.api_key.get_secret_value() if settings.api_key else None
-        _, new_key = load_or_create_api_key(settings.data_dir, configured)
-    except (OSError, ValueError) as exc:
-        console.print(f"[bold red]satwatt cannot start:[/] CSMS_DATA_DIR ({settings.data_dir}): {exc}")
-        return 2
+    _, new_key = _api_key(settings)
     if new_key is not None:
         console.print(f"[bold yellow]Operator API key (shown once, keep it):[/] {new_key}")
     if settings.should_auto_migrate:
         upgrade_to_head(settings.resolved_database_url)
     return Supervisor(settings, workers).run()
+
+
+def _api_key(settings: Settings) -> tuple[ApiKey, str | None]:
+    """The operator API key (configured, stored, or generated now: then also the new plain key)."""
+    from csms.security import load_or_create_api_key
+
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        configured = settings.api_key.get_secret_value() if settings.api_key else None
+        return load_or_create_api_key(settings.data_dir, configured)
+    except (OSError, ValueError) as exc:
+        console.print(f"[bold red]satwatt cannot start:[/] CSMS_DATA_DIR ({settings.data_dir}): {exc}")
+        raise typer.Exit(2) from None
 
 
 def _reuse_port_socket(settings: Settings) -> socket.socket:

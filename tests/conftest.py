@@ -4,6 +4,7 @@ running satwatt server on a free port, reached over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -37,13 +38,11 @@ async def _pg_admin(url: str, statement: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str | None]:
-    """A throwaway PostgreSQL database for this test run, migrated once."""
-    if not PG_URL:
-        yield None
-        return
-    name = f"satwatt_test_{os.getpid()}_{secrets.token_hex(3)}"
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str) -> Iterator[str]:
+    """A new, migrated PostgreSQL database beside CSMS_TEST_DATABASE_URL's, dropped afterwards."""
+    assert PG_URL is not None
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     base, _, _ = PG_URL.rpartition("/")
     asyncio.run(_pg_admin(PG_URL, f'CREATE DATABASE "{name}"'))
     url = f"{base}/{name}"
@@ -52,6 +51,16 @@ def pg_database() -> Iterator[str | None]:
         yield url
     finally:
         asyncio.run(_pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str | None]:
+    """A throwaway PostgreSQL database for this test run, migrated once."""
+    if not PG_URL:
+        yield None
+        return
+    with fresh_pg_database("satwatt_test") as url:
+        yield url
 
 
 async def _truncate(url: str) -> None:

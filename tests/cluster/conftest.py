@@ -3,16 +3,13 @@ default nats://127.0.0.1:4222); `.ci/run` provides both. Each test gets a fresh 
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from csms.db.migrate import upgrade_to_head
 from tests.cluster.processes import NATS_URL, Cluster, nats_reachable, running_cluster
-from tests.conftest import PG_URL, _pg_admin
+from tests.conftest import PG_URL, fresh_pg_database
 
 
 @pytest.fixture
@@ -21,15 +18,8 @@ def cluster_database() -> Iterator[str]:
         pytest.skip("cluster mode needs PostgreSQL: set CSMS_TEST_DATABASE_URL (`.ci/run` does)")
     if not nats_reachable():
         pytest.skip(f"cluster mode needs NATS with JetStream at {NATS_URL} (`.ci/run` starts it)")
-    name = f"satwatt_cluster_{secrets.token_hex(4)}"
-    base, _, _ = PG_URL.rpartition("/")
-    asyncio.run(_pg_admin(PG_URL, f'CREATE DATABASE "{name}"'))
-    url = f"{base}/{name}"
-    upgrade_to_head(url)
-    try:
+    with fresh_pg_database("satwatt_cluster") as url:
         yield url
-    finally:
-        asyncio.run(_pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
