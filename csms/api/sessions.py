@@ -30,6 +30,7 @@ from csms.db.models import Charger, ChargingSession, LightningInvoice, MeterSamp
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement.bill import session_view
 from csms.settlement.engine import SettlementEngine
+from csms.settlement.refunds import WITHDRAW_WINDOW
 from csms.settlement.session import SessionSettlement, record_transaction_ended
 from csms.settlement.tariff import Tariff
 from lightning import LightningError
@@ -91,6 +92,12 @@ class SessionOut(BaseModel):
         default=None, description="Paid and not used, not yet refunded (withdraw it: LNURL-withdraw)"
     )
     refunded_msat: int | None = Field(default=None, description="Paid back to the driver's wallet")
+    retained_msat: int | None = Field(
+        default=None,
+        description="Paid, not used and no longer refundable (see retained_reason): "
+        "paid - refunded - refundable - retained + unpaid == cost",
+    )
+    retained_reason: str | None = None
     unpaid_msat: int | None = None
     outcome: str | None = None
 
@@ -131,7 +138,11 @@ def session_out(session: ChargingSession, settlement: Settlement | None, refunde
     base["sold"] = settlement is not None
     if settlement is not None:
         state = SessionSettlement.from_dict(settlement.state)
-        view = session_view(state, Tariff.from_dict(settlement.tariff), datetime.now(UTC))
+        now = datetime.now(UTC)
+        view = session_view(state, Tariff.from_dict(settlement.tariff), now)
+        owed = max(0, view.refundable_msat - refunded)
+        ended = state.transaction_ended_at
+        retained = owed if ended is not None and now - ended > WITHDRAW_WINDOW else 0
         base.update(
             payer_id=settlement.payer_id,
             tariff_id=settlement.tariff_id,
@@ -140,8 +151,10 @@ def session_out(session: ChargingSession, settlement: Settlement | None, refunde
             billed_msat=view.billed_msat,
             paid_msat=view.paid_msat,
             credit_wh=view.credit_wh,
-            refundable_msat=max(0, view.refundable_msat - refunded),
+            refundable_msat=owed - retained,
             refunded_msat=refunded,
+            retained_msat=retained,
+            retained_reason="withdraw window expired" if retained else None,
             unpaid_msat=view.unpaid_msat,
             outcome=view.outcome,
             state=view.state.value,

@@ -63,13 +63,13 @@ def test_lud06_metadata_and_its_hash() -> None:
     assert lnurl.error("why") == {"status": "ERROR", "reason": "why"}
 
 
-def _ended(prepay_msat: int, used_wh: int) -> tuple[SessionSettlement, Tariff]:
+def _ended(prepay_msat: int, used_wh: int, start: datetime = T0) -> tuple[SessionSettlement, Tariff]:
     tariff = Tariff(price_msat_per_kwh=100_000)
-    state = open_prepaid_session("S", T0)
-    state = record_prepay_invoice(state, prepay_msat, 100_000, 0, T0, T0 + timedelta(minutes=10))
-    state = record_payment(state, state.invoices[0].key, T0)
-    state = record_transaction_started(state, T0)
-    return record_transaction_ended(state, T0 + timedelta(hours=1), used_wh), tariff
+    state = open_prepaid_session("S", start)
+    state = record_prepay_invoice(state, prepay_msat, 100_000, 0, start, start + timedelta(minutes=10))
+    state = record_payment(state, state.invoices[0].key, start)
+    state = record_transaction_started(state, start)
+    return record_transaction_ended(state, start + timedelta(hours=1), used_wh), tariff
 
 
 def test_refundable_is_the_bill_less_what_was_refunded() -> None:
@@ -101,3 +101,33 @@ def test_a_submitted_invoice_must_fit_the_refund() -> None:
     assert "expired" in str(check_invoice(_payreq(3_000, 30), 3_000, "regtest", T0))
     assert "mainnet" in str(check_invoice(_payreq(3_000, 3600, "mainnet"), 3_000, "regtest", T0))
     assert fee_limit_msat(3_000) == 10_000 and fee_limit_msat(10_000_000) == 100_000
+
+
+def test_a_refund_not_withdrawn_in_time_is_shown_as_retained_with_its_reason() -> None:
+    from csms.api.sessions import session_out
+    from csms.db.models import ChargingSession, Settlement
+
+    state, tariff = _ended(5_000_000, 20_000, datetime.now(UTC) - WITHDRAW_WINDOW - timedelta(days=1))
+    session = ChargingSession(
+        number=1,
+        id="S",
+        charger_id="CP",
+        connector_id=1,
+        state="ended",
+        created_at=T0,
+        energy_wh=20_000,
+        offline_events=0,
+    )
+    settlement = Settlement(
+        session_number=1, tariff=tariff.to_dict(), state=state.to_dict(), closed=True, bill=None
+    )
+    out = session_out(session, settlement, refunded=1_000_000)
+    assert (out.refundable_msat, out.retained_msat, out.retained_reason) == (
+        0,
+        2_000_000,
+        "withdraw window expired",
+    )
+    assert out.paid_msat is not None and out.refunded_msat is not None and out.unpaid_msat is not None
+    assert out.paid_msat - out.refunded_msat - out.refundable_msat - out.retained_msat + out.unpaid_msat == (
+        out.cost_msat
+    )
