@@ -539,8 +539,8 @@ def main() -> None:
         "--profile",
         type=float,
         default=0,
-        help="py-spy record this many seconds of the server in the steady window and from the storm's "
-        "restart (summary in the JSON; py-spy in the venv, not a project dependency)",
+        help="py-spy record this many seconds of the server in the steady window and in the storm from "
+        "/healthz on (summary in the JSON; py-spy in the venv, not a project dependency)",
     )
     parser.add_argument(
         "--tracemalloc",
