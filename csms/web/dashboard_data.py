@@ -62,6 +62,8 @@ class Today:
     energy_wh: int = 0
     billed_msat: int = 0
     paid_msat: int = 0
+    refunded_msat: int = 0  # paid back to drivers' wallets (LNURL-withdraw), routing fees apart
+    deposits_msat: int = 0  # hold-invoice deposits offered (held, then canceled or settled)
     sessions: set[int] = field(default_factory=set)
     last_energy: dict[int, int] = field(default_factory=dict)
     energy_buckets: dict[int, int] = field(default_factory=dict)  # bucket start (unix s) -> Wh
@@ -87,6 +89,11 @@ class Today:
             if previous is not None and energy > previous:
                 self.energy_wh += energy - previous
                 self.energy_buckets[bucket] = self.energy_buckets.get(bucket, 0) + energy - previous
+        elif event.kind == "invoice" and data.get("kind") == "deposit":
+            self.deposits_msat += int(data.get("amount_msat") or 0)  # a deposit is not billed energy
+            self.invoices.appendleft(RecentEvent(event.id, event.kind, number, data, at))
+        elif event.kind == "refunded":
+            self.refunded_msat += int(data.get("amount_msat") or 0)
         elif event.kind == "invoice":
             self.billed_msat += int(data.get("amount_msat") or 0)
             self.invoices.appendleft(RecentEvent(event.id, event.kind, number, data, at))
@@ -120,6 +127,8 @@ class Snapshot:
     energy_wh: int
     billed_msat: int
     paid_msat: int
+    refunded_msat: int
+    deposits_msat: int
     sessions_today: int
     energy_series: list[tuple[float, float]]
     paid_series: list[tuple[float, float]]
@@ -293,6 +302,8 @@ class DashboardData:
             energy_wh=today.energy_wh,
             billed_msat=today.billed_msat,
             paid_msat=today.paid_msat,
+            refunded_msat=today.refunded_msat,
+            deposits_msat=today.deposits_msat,
             sessions_today=len(today.sessions),
             energy_series=energy_series,
             paid_series=paid_series,

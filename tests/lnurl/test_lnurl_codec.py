@@ -131,3 +131,26 @@ def test_a_refund_not_withdrawn_in_time_is_shown_as_retained_with_its_reason() -
     assert out.paid_msat - out.refunded_msat - out.refundable_msat - out.retained_msat + out.unpaid_msat == (
         out.cost_msat
     )
+
+
+def test_the_dashboard_counts_refunds_and_keeps_deposits_out_of_billed_energy() -> None:
+    from csms.db.models import SessionEvent
+    from csms.web.dashboard_data import Today, midnight
+
+    now = datetime.now(UTC)
+    today = Today(day=midnight(now))
+    events = [
+        ("invoice", {"kind": "deposit", "amount_msat": 25_000_000}),
+        ("invoice", {"kind": "final", "amount_msat": 2_000_000}),
+        ("paid", {"amount_msat": 2_000_000}),
+        ("refunded", {"key": "S/refund/1", "status": "paid", "amount_msat": 3_000_000, "fee_msat": 1_000}),
+    ]
+    for number, (kind, data) in enumerate(events, start=1):
+        today.take(SessionEvent(id=number, session_number=1, kind=kind, data=data, created_at=now))
+    assert (today.billed_msat, today.paid_msat, today.refunded_msat, today.deposits_msat) == (
+        2_000_000,
+        2_000_000,
+        3_000_000,
+        25_000_000,
+    )
+    assert len(today.invoices) == 2  # the deposit is listed with the recent invoices
