@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,12 +15,14 @@ import pytest
 from csms import lnurl
 from lightning import PaymentStatus
 from lightning.errors import PaymentFailed
+from lightning.simnet import Simnet
 from tests.conftest import RunningServer
 from tests.lnurl.test_lnurl_flow import session_json, wallet_of
 from tests.ocpp_clients import connect_charger
-from tests.sessions_helpers import follow_events, pay
+from tests.sessions_helpers import follow_events, pay, payer_node
 from tests.test_ocpp16 import register
 from tests.test_settlement_flow import Meter, sell_at, start_remote
+from tests.test_settlement_restart import satwatt, settings_for
 
 DEPOSIT = {"price_msat_per_kwh": 1_000_000, "deposit_msat": 25_000_000, "invoice_expiry_s": 600}
 
@@ -89,3 +92,53 @@ async def test_deposit_canceled_after_the_final_payment_or_settled_at_the_deadli
         assert kinds["deposit"] == ("canceled" if driver_pays else "paid")
         with contextlib.suppress(Exception):
             held.cancel()
+
+
+async def test_a_held_deposit_is_settled_by_satwatt_after_a_restart(
+    database_url: str, tmp_path: Path
+) -> None:
+    """satwatt is down while the deposit's deadline nears: started again, it watches the deposit again (it
+    was held before the restart) and settles it before the node would cancel it."""
+    simnet = Simnet(tmp_path / "simnet", port=0)
+    await simnet.start()
+    data_dir = tmp_path / "satwatt"
+    try:
+        async with satwatt(settings_for(database_url, data_dir, simnet)) as first:
+            api = first.api()
+            await register(api, "CP-DR")
+            await sell_at(api, "CP-DR", **DEPOSIT)
+            async with connect_charger(first.ocpp_url, "CP-DR", "1.6") as cp, payer_node(simnet) as car:
+                created = (
+                    await api.post("/api/v1/sessions", json={"charger_id": "CP-DR", "connector_id": 1})
+                ).json()
+                held = asyncio.create_task(
+                    car.pay_invoice(created["invoice"]["bolt11"], fee_limit_msat=300_000, timeout_s=120)
+                )
+                tx = await start_remote(cp, "1.6")
+                async with follow_events(first.http_url, created["id"], created["token"]) as events:
+                    await Meter(cp, "1.6", tx).stop(2_000)
+                    final = (await events.next("invoice")).data
+                    while final["kind"] != "final":
+                        final = (await events.next("invoice")).data
+                await api.aclose()
+                # satwatt stops; the chain moves on to the deposit's deadline meanwhile
+                assert simnet.network is not None
+                simnet.network.mine_blocks(80 - 18)
+                async with satwatt(settings_for(database_url, data_dir, simnet)) as again:
+                    result = await asyncio.wait_for(held, 30)
+                    assert result.status is PaymentStatus.SUCCEEDED
+                    async with again.api() as api2:
+                        closed = await wait_until_closed(api2, created["id"])
+                    assert closed["paid_msat"] == 25_000_000 and closed["cost_msat"] == 2_000_000
+                    assert closed["refundable_msat"] == 23_000_000
+    finally:
+        await simnet.stop()
+
+
+async def wait_until_closed(api: httpx.AsyncClient, session_id: str) -> dict:
+    async with asyncio.timeout(30):
+        while True:
+            body = (await api.get(f"/api/v1/sessions/{session_id}")).json()
+            if body["state"] == "ended" and body["outcome"]:
+                return body
+            await asyncio.sleep(0.1)
