@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,13 +16,16 @@ import pytest
 from sqlalchemy import select
 
 from csms import lnurl
+from csms.db.engine import create_engine, create_session_factory
 from csms.db.models import ChargingSession, Refund
+from lightning.simnet import Simnet
 from tests.conftest import RunningServer
 from tests.lnurl.wallet import LnurlRefused, Wallet
 from tests.ocpp_clients import connect_charger
 from tests.sessions_helpers import follow_events, pay, payer_node
 from tests.test_ocpp16 import register
 from tests.test_settlement_flow import Meter, sell_at, start_remote
+from tests.test_settlement_restart import satwatt, settings_for
 
 PREPAY = {"prepay_min_msat": 1_000_000, "prepay_max_msat": 10_000_000}
 
@@ -210,11 +214,13 @@ async def test_lnurl_pay_bad_input(server: RunningServer, api: httpx.AsyncClient
         assert sessions == []
 
 
-async def _ended_with_surplus(server: RunningServer, api: httpx.AsyncClient, charger_id: str) -> str:
+async def _ended_with_surplus(
+    server: RunningServer, api: httpx.AsyncClient, charger_id: str, simnet: Simnet | None = None
+) -> str:
     """An invoice-stream session that ended with 6 sat paid and not used; its id."""
     await register(api, charger_id)
     await sell_at(api, charger_id)
-    simnet = server.app.state.lightning.simnet
+    simnet = simnet or server.app.state.lightning.simnet
     async with connect_charger(server.ocpp_url, charger_id, "1.6") as cp, payer_node(simnet) as car:
         created = (
             await httpx.AsyncClient(base_url=server.http_url).post(
@@ -313,3 +319,56 @@ async def test_a_used_up_prepayment_suspends_and_a_top_up_resumes(
         assert (await wallet.withdraw(offer)).amount_paid_msat == 1_500_000
         with pytest.raises(LnurlRefused, match="no top-up"):
             await wallet.get(f"{server.http_url}/lnurl/topup/{session_id}?k1={k1}")
+
+
+async def test_a_refund_paid_by_a_process_that_died_before_recording_it_is_recorded_at_restart(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The refund row is committed (``paying``), the node pays it, the process dies before recording the
+    outcome (no shutdown runs: the row stays ``paying``). The next satwatt finds the payment by its hash
+    at start-up: recorded once, paid once, and the wallet cannot withdraw again."""
+    simnet = Simnet(tmp_path / "simnet", port=0)
+    await simnet.start()
+    data_dir = tmp_path / "satwatt"
+    try:
+        async with satwatt(settings_for(database_url, data_dir, simnet)) as first:
+            session_id = await _ended_with_surplus(first, first.api(), "CP-K9", simnet)
+            async with first.app.state.service.db() as db:
+                number = await db.scalar(
+                    select(ChargingSession.number).where(ChargingSession.id == session_id)
+                )
+            k1 = first.app.state.settlement.withdraw_k1(session_id)
+        async with payer_node(simnet, "car2") as wallet_node, payer_node(simnet, "satwatt") as seller:
+            invoice = await wallet_node.create_invoice(6_000, "", 3600)
+            # what the dead process left: the row recorded before paying, and the payment made
+            engine = create_engine(settings_for(database_url, data_dir, simnet).resolved_database_url)
+            async with create_session_factory(engine).begin() as db:
+                db.add(
+                    Refund(
+                        key=f"{session_id}/refund/1",
+                        session_number=number,
+                        active_for=number,
+                        amount_msat=6_000,
+                        bolt11=invoice.bolt11,
+                        payment_hash=invoice.payment_hash.hex(),
+                        fee_limit_msat=10_000,
+                        status="paying",
+                    )
+                )
+            await engine.dispose()
+            await seller.pay_invoice(invoice.bolt11, fee_limit_msat=10_000, timeout_s=30)
+            async with satwatt(settings_for(database_url, data_dir, simnet)) as again:
+                (refund,) = await wait_for(lambda: _refunds_with_status(again, "paid"))
+                assert refund.amount_msat == 6_000 and refund.fee_msat is not None
+                assert (await wallet_node.lookup_invoice(invoice.payment_hash)).amount_paid_msat == 6_000
+                assert simnet.network is not None
+                made = simnet.network.payments["satwatt"].values()
+                assert [p.payment_hash for p in made].count(invoice.payment_hash) == 1
+                async with httpx.AsyncClient(timeout=30) as http:
+                    wallet = Wallet(wallet_node, http)
+                    with pytest.raises(LnurlRefused, match="already withdrawn"):
+                        await wallet.scan(
+                            lnurl.lightning_uri(f"{again.http_url}/lnurlw/{session_id}?k1={k1}")
+                        )
+    finally:
+        await simnet.stop()
