@@ -18,6 +18,7 @@ from sqlalchemy import select
 from csms import lnurl
 from csms.db.engine import create_engine, create_session_factory
 from csms.db.models import ChargingSession, Refund
+from lightning.errors import InvalidRequest
 from lightning.simnet import Simnet
 from tests.conftest import RunningServer
 from tests.lnurl.wallet import LnurlRefused, Wallet
@@ -372,3 +373,38 @@ async def test_a_refund_paid_by_a_process_that_died_before_recording_it_is_recor
                         )
     finally:
         await simnet.stop()
+
+
+async def test_an_invoice_someone_else_paid_and_a_payment_to_an_expired_prepayment_move_nothing(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    session_id = await _ended_with_surplus(server, api, "CP-paid-elsewhere")
+    k1 = server.app.state.settlement.withdraw_k1(session_id)
+    async with (
+        wallet_of(server, "car2") as wallet,
+        payer_node(server.app.state.lightning.simnet, "car1") as other,
+    ):
+        offer = await wallet.scan(lnurl.lightning_uri(f"{server.http_url}/lnurlw/{session_id}?k1={k1}"))
+        invoice = await wallet.node.create_invoice(6_000, "", 3600)
+        await pay(other, invoice.bolt11)  # already paid (by someone else) when it is submitted
+        with pytest.raises(LnurlRefused, match="payment failed"):
+            await wallet.submit(offer, invoice.bolt11)
+        (failed,) = await refunds_of(server)
+        assert failed.status == "failed" and failed.active_for is None
+        assert (await session_json(api, session_id))["refundable_msat"] == 6_000  # still owed, nothing moved
+        received = await wallet.withdraw(offer)  # a fresh invoice takes it
+        assert received.amount_paid_msat == 6_000
+
+    charger_id = "CP-expired-prepay"
+    await register(api, charger_id)
+    await sell_at(api, charger_id, invoice_expiry_s=1, **PREPAY)
+    async with connect_charger(server.ocpp_url, charger_id, "1.6") as cp, wallet_of(server) as wallet:
+        offer = await wallet.scan(sticker(server, charger_id))
+        answer = await wallet.get(f"{offer['callback']}?amount=1000000")
+        await asyncio.sleep(1.5)  # past the invoice's 1 s expiry (the node's own rule)
+        with pytest.raises(InvalidRequest, match="expired"):  # the node refuses it: nothing moves
+            await wallet.node.pay_invoice(answer["pr"], fee_limit_msat=10_000, timeout_s=10)
+        (session,) = (await api.get("/api/v1/sessions", params={"charger_id": charger_id})).json()
+        closed = await wait_for(lambda: _closed(api, session["id"]))
+        assert closed["outcome"] == "not_started" and closed["paid_msat"] == 0
+        assert cp.recorder.of("RemoteStartTransaction") == []
