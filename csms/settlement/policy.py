@@ -352,9 +352,9 @@ def _after_end(state: SessionSettlement, tariff: Tariff, now: datetime) -> Decis
     if deposit is not None and deposit.status is InvoiceStatus.OPEN and state.deposit_accepted_at is None:
         return CancelInvoice(key=f"{sid}/cancel/{deposit.seq}", invoice_key=deposit.key, at=now)
     if deposit is not None and state.deposit_held:
-        decision = _held_deposit_after_end(state, tariff, now)
-        if decision is not _FALL_THROUGH:
-            return decision  # type: ignore[return-value]
+        decided, decision = _held_deposit_after_end(state, tariff, now)
+        if decided:
+            return decision
     bill = compute_bill(state, tariff, now)
     final = state.final_invoice
     if final is not None and final.status is InvoiceStatus.OPEN:
@@ -382,26 +382,26 @@ def _after_end(state: SessionSettlement, tariff: Tariff, now: datetime) -> Decis
     return _close(state, tariff, now, CloseOutcome.SETTLED if ran else CloseOutcome.NOT_STARTED, bill)
 
 
-_FALL_THROUGH = object()
-
-
-def _held_deposit_after_end(state: SessionSettlement, tariff: Tariff, now: datetime) -> object:
+def _held_deposit_after_end(
+    state: SessionSettlement, tariff: Tariff, now: datetime
+) -> tuple[bool, Decision | None]:
     """A held deposit at the end: settle it when its CLTV deadline nears; cancel it once the energy is
-    paid (the final invoice); while neither, the final invoice is issued as usual (fall through), and an
-    expired final invoice waits for the deadline instead of closing the session as unpaid."""
+    paid (the final invoice); while neither, the final invoice is issued as usual (not decided here),
+    and an expired final invoice waits for the deadline instead of closing the session as unpaid.
+    (Whether this decided, the decision or None to wait.)"""
     sid = state.session_id
     deposit = state.deposit
     assert deposit is not None
     if state.deposit_settle_requested_at is not None:
-        return None  # waiting for the node's settlement to be recorded (the invoice stream)
+        return True, None  # waiting for the node's settlement to be recorded (the invoice stream)
     if state.deposit_deadline_at is not None:
-        return SettleDeposit(key=f"{sid}/settle-deposit", invoice_key=deposit.key, at=now)
+        return True, SettleDeposit(key=f"{sid}/settle-deposit", invoice_key=deposit.key, at=now)
     if compute_bill(state, tariff, now).shortfall_msat == 0:
-        return CancelDeposit(key=f"{sid}/cancel-deposit", invoice_key=deposit.key, at=now)
+        return True, CancelDeposit(key=f"{sid}/cancel-deposit", invoice_key=deposit.key, at=now)
     final = state.final_invoice
     if final is not None and final.status is InvoiceStatus.EXPIRED:
-        return None
-    return _FALL_THROUGH
+        return True, None
+    return False, None
 
 
 def _increment_invoice(
