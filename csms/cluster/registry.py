@@ -94,7 +94,11 @@ class ClusterRegistry(ConnectionRegistry):
         try:
             await self.ownership.claim(charger_id, self._ask_release, connected=connected, protocol=protocol)
             if self.on_claimed is not None:
-                await self.on_claimed(charger_id)
+                try:
+                    await self.on_claimed(charger_id)
+                except BaseException:
+                    self.ownership.give_up(charger_id)  # not loaded: the next connection claims it afresh
+                    raise
             done.set_result(None)
         except BaseException as exc:
             done.set_exception(exc)
