@@ -12,6 +12,7 @@ from urllib.parse import quote
 from markupsafe import escape
 from sqlalchemy import select
 
+from csms import lnurl
 from csms.db.engine import create_engine, create_session_factory
 from csms.db.models import Charger, Connector
 from csms.settings import Settings
@@ -37,6 +38,13 @@ class Sticker:
     url: str
     price_msat_per_kwh: int
     session_fee_msat: int
+    lnurl: str = ""  # the connector's LNURL-pay (LUD-01), carried by the QR code as ?lightning=
+
+    @property
+    def qr_data(self) -> str:
+        """What the QR code holds: the driver page, with the LNURL-pay as LUD-01's https fallback
+        (``?lightning=LNURL1...``): a phone's camera opens the page, an LNURL wallet pays."""
+        return f"{self.url}?lightning={self.lnurl}" if self.lnurl else self.url
 
     @property
     def name(self) -> str:
@@ -83,6 +91,7 @@ async def plan(settings: Settings, charger_id: str | None = None) -> list[Sticke
                         f"{base}/c/{quote(charger.id, safe='')}/{number}",
                         price_at(tariff, now),
                         tariff.session_fee_msat,
+                        lnurl.encode(f"{base}/lnurlp/{quote(charger.id, safe='')}/{number}"),
                     )
                     for number in ids
                 ]
@@ -93,7 +102,7 @@ async def plan(settings: Settings, charger_id: str | None = None) -> list[Sticke
 
 def svg(sticker: Sticker) -> str:
     """The sticker as SVG, 70 x 100 mm: the QR code of the driver page, the charger and the price."""
-    modules = qr.matrix(sticker.url, border=0)
+    modules = qr.matrix(sticker.qr_data, border=0)
     size = 54  # mm
     scale = size / len(modules)
     x0 = (WIDTH_MM - size) / 2
@@ -132,7 +141,7 @@ def png(sticker: Sticker) -> bytes:
     draw.rounded_rectangle(
         (6, 6, WIDTH_MM * px - 7, HEIGHT_MM * px - 7), radius=4 * px, outline="#f7931a", width=12
     )
-    code = qr.png(sticker.url, module_px=1).convert("RGB")
+    code = qr.png(sticker.qr_data, module_px=1).convert("RGB")
     modules = code.width
     size = 54 * px // modules * modules
     image.paste(code.resize((size, size), Image.Resampling.NEAREST), ((WIDTH_MM * px - size) // 2, 14 * px))

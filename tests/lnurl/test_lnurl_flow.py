@@ -18,6 +18,8 @@ from sqlalchemy import select
 from csms import lnurl
 from csms.db.engine import create_engine, create_session_factory
 from csms.db.models import ChargingSession, Refund
+from csms.web import qr
+from csms.web.stickers import plan
 from lightning.errors import InvalidRequest
 from lightning.simnet import Simnet
 from tests.conftest import RunningServer
@@ -408,3 +410,24 @@ async def test_an_invoice_someone_else_paid_and_a_payment_to_an_expired_prepayme
         closed = await wait_for(lambda: _closed(api, session["id"]))
         assert closed["outcome"] == "not_started" and closed["paid_msat"] == 0
         assert cp.recorder.of("RemoteStartTransaction") == []
+
+
+async def test_the_printed_sticker_opens_the_page_in_a_camera_and_pays_in_a_wallet(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """The sticker's QR code is the driver page with the LNURL-pay as LUD-01's https fallback."""
+    await register(api, "CP-sticker")
+    await sell_at(api, "CP-sticker", **PREPAY)
+    (sticker_,) = [
+        s
+        for s in await plan(server.settings.model_copy(update={"public_url": server.http_url}))
+        if s.charger_id == "CP-sticker"
+    ]
+    assert sticker_.qr_data.startswith(f"{server.http_url}/c/CP-sticker/1?lightning=LNURL1")
+    assert qr.matrix(sticker_.qr_data)  # it fits a QR code
+    async with connect_charger(server.ocpp_url, "CP-sticker", "1.6"), wallet_of(server) as wallet:
+        page = await wallet.http.get(sticker_.qr_data)  # a phone's camera: the connector page
+        assert page.status_code == 200 and 'id="lnurl-qr"' in page.text
+        offer = await wallet.scan(sticker_.qr_data)  # a wallet: LNURL-pay
+        assert offer["tag"] == "payRequest"
+        assert offer["callback"] == f"{server.http_url}/lnurlp/CP-sticker/1/callback"

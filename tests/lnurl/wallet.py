@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import bech32
 import bolt11
@@ -31,6 +31,10 @@ def decode_lnurl(text: str) -> str:
     """LUD-01: ``lightning:LNURL1...`` (or bare) to its URL; LUD-17 ``lnurlp://``/``lnurlw://`` to https
     (http for a local test server)."""
     text = text.strip()
+    if text.lower().startswith(("https://", "http://")):  # LUD-01's fallback: the LNURL as ?lightning=
+        found = parse_qs(urlsplit(text).query).get("lightning")
+        assert found, f"a web address without an LNURL: {text}"
+        text = found[0]
     if text.lower().startswith("lightning:"):
         text = text[len("lightning:") :]
     for scheme in ("lnurlp://", "lnurlw://", "lnurlc://", "keyauth://"):

@@ -13,6 +13,7 @@ import httpx
 from PIL import Image
 from typer.testing import CliRunner
 
+from csms import lnurl
 from csms.cli import cli
 from csms.web import qr
 from csms.web.stickers import plan
@@ -36,8 +37,9 @@ async def test_stickers_for_every_connector_point_at_the_driver_pages(
     svg = (out / "ST-1-1.svg").read_text()
     url = f"{server.http_url}/c/ST-1/1"
     assert ">ST-1</text>" in svg and ">250 sat/kWh + 3 sat per session</text>" in svg and url in svg
-    # the QR code drawn is the driver page's URL
-    assert qr.svg_path(qr.matrix(url, border=0), 54 / len(qr.matrix(url, border=0)), 8, 14) in svg
+    # the QR code drawn is the driver page's URL, with its LNURL-pay as LUD-01's https fallback
+    data = f"{url}?lightning={lnurl.encode(f'{server.http_url}/lnurlp/ST-1/1')}"
+    assert qr.svg_path(qr.matrix(data, border=0), 54 / len(qr.matrix(data, border=0)), 8, 14) in svg
     image = Image.open(io.BytesIO((out / "ST-1-1.png").read_bytes()))
     assert image.size == (700, 1000) and image.format == "PNG"
     # each sticker's URL opens its connector page (the * of a charger id is escaped)
