@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -19,9 +20,14 @@ from tests.test_ocpp16 import register
 
 
 def test_workers_need_cluster_mode(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli, ["serve", "--workers", "2"], env={"CSMS_DATA_DIR": str(tmp_path), "CSMS_NATS_URL": ""}
-    )
+    handlers, level = logging.root.handlers[:], logging.root.level
+    try:
+        result = CliRunner().invoke(
+            cli, ["serve", "--workers", "2"], env={"CSMS_DATA_DIR": str(tmp_path), "CSMS_NATS_URL": ""}
+        )
+    finally:  # serve points the root logger at the runner's stream, which is closed after the call
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
     assert result.exit_code == 2
     assert "--workers needs cluster mode: set CSMS_NATS_URL" in result.output
 
