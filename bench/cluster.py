@@ -56,7 +56,6 @@ import platform
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -80,7 +79,7 @@ import nats  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from satwatt_server import (  # noqa: E402  (beside this script)
-    API_KEY,
+    SatwattServer,
     create_payer,
     export_revision,
     free_port,
@@ -90,7 +89,7 @@ from satwatt_server import (  # noqa: E402  (beside this script)
     register_chargers,
     session_summary,
 )
-from side_by_side import cpu_seconds  # noqa: E402
+from side_by_side import cpu_seconds, peer  # noqa: E402
 
 from chargepoint_sim.lightload import LightConfig, LightLoad  # noqa: E402
 from chargepoint_sim.load import latency_summary  # noqa: E402
@@ -190,23 +189,16 @@ async def simnet(work: Path, cars: int = 1, autopay_ms: int | None = None) -> As
         await net.stop()
 
 
-def environment(
-    bench: Bench, database_url: str, net: Simnet, cluster: str | None, **settings: str
-) -> dict[str, str]:
-    """The environment of `csms serve` (that of tests/cluster/processes.py, without their short timers)."""
+def environment(bench: Bench, net: Simnet, cluster: str | None, **settings: str) -> dict[str, str]:
+    """What `csms serve` gets on top of SatwattServer's environment (that of tests/cluster/processes.py,
+    without their short timers): the shared simnet as its LND node, and the cluster."""
     env = {
-        **os.environ,
-        "CSMS_DATABASE_URL": database_url,
-        "CSMS_API_KEY": API_KEY,
         "CSMS_LIGHTNING_BACKEND": "lnd",
         "CSMS_LND_GRPC": net.address,
         "CSMS_LND_TLS_CERT": str(net.tls_cert_path),
         "CSMS_LND_MACAROON": str(net.macaroon_path("satwatt", "admin")),
         "CSMS_REQUIRE_CHARGER_PASSWORD": "false",
         "CSMS_MAX_PENDING_CONNECTIONS_PER_ADDRESS": "0",  # every simulated charger is 127.0.0.1
-        "CSMS_LOG_LEVEL": "WARNING",
-        "GRPC_VERBOSITY": "ERROR",
-        "PYTHONPATH": str(bench.tree),
         **{f"CSMS_{k.upper()}": v for k, v in settings.items()},
     }
     if cluster is not None:
@@ -219,58 +211,21 @@ def environment(
 
 
 @dataclass
-class Server:
-    """A `csms serve` (with --workers W: a supervisor and W worker processes on one port)."""
+class Server(SatwattServer):
+    """A `csms serve` (with --workers W: a supervisor and W worker processes on one port), started when
+    /healthz answers and, in cluster mode, lists W members served by W processes."""
 
-    name: str
-    data_dir: Path
-    env: dict[str, str]
-    tree: Path
+    name: str = "satwatt"
     workers: int | None = None  # None: plain `csms serve`
-    port: int = field(default_factory=free_port)
-    process: asyncio.subprocess.Process | None = None
 
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __post_init__(self) -> None:
+        if self.workers is not None:
+            self.serve_args = [*self.serve_args, "--workers", str(self.workers)]
 
-    @property
-    def ocpp(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ocpp"
-
-    async def start(self, timeout_s: float = 90) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = os.open(self.data_dir / "serve.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        extra = [] if self.workers is None else ["--workers", str(self.workers)]
-        try:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "csms",
-                "serve",
-                "--port",
-                str(self.port),
-                *extra,
-                cwd=self.tree,
-                env={**self.env, "CSMS_DATA_DIR": str(self.data_dir)},
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        finally:
-            os.close(log)
+    def ready(self, health: dict[str, Any]) -> bool:
         want = self.workers or 1
-        async with asyncio.timeout(timeout_s), httpx.AsyncClient(timeout=5) as client:
-            while True:
-                if self.process.returncode is not None:
-                    raise RuntimeError(f"{self.name} exited during start-up:\n{self.log_tail()}")
-                with contextlib.suppress(httpx.TransportError, ValueError):
-                    reply = await client.get(f"{self.http}/healthz")
-                    if reply.status_code == 200:
-                        cluster = reply.json().get("cluster")
-                        if cluster is None or (len(cluster["members"]) >= want and len(self.pids()) >= want):
-                            return
-                await asyncio.sleep(0.2)
+        cluster = health.get("cluster")
+        return cluster is None or (len(cluster["members"]) >= want and len(self.pids()) >= want)
 
     def pids(self) -> list[int]:
         """The processes serving: the workers under a supervisor, else the process itself."""
@@ -295,26 +250,8 @@ class Server:
         async with httpx.AsyncClient(timeout=5) as client:
             return dict((await client.get(f"{self.http}/healthz")).json())
 
-    async def kill(self) -> None:
-        """kill -9, as a crash would (the whole process group: a supervisor and its workers)."""
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                async with asyncio.timeout(20):
-                    await self.process.wait()
-            except TimeoutError:
-                await self.kill()
-
     def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join((self.data_dir / "serve.log").read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        return super().log_tail(lines)
 
 
 _METRIC = re.compile(r"^(satwatt_db_batches_total|satwatt_db_facts_total) (\S+)$", re.M)
@@ -574,8 +511,10 @@ async def throughput_satwatt(bench: Bench, workers: int | None, profile: bool) -
     database_url = await bench.database(f"tp{label.replace('-', '')}")
     cluster = None if workers is None else bench.cluster_name(f"tp{workers}")
     async with simnet(bench.work) as net:
-        env = environment(bench, database_url, net, cluster)
-        server = Server(label, bench.work / label, env, bench.tree, workers=workers)
+        env = environment(bench, net, cluster)
+        server = Server(
+            bench.work / label, free_port(), database_url, env, bench.tree, name=label, workers=workers
+        )
         await server.start()
         try:
             ids = [f"CLT-{n:05d}" for n in range(1, args.chargers + 1)]
@@ -640,36 +579,18 @@ async def throughput_satwatt(bench: Bench, workers: int | None, profile: bool) -
 
 
 async def throughput_bare(bench: Bench) -> dict[str, Any]:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH / "peers" / "ocpp16_bare.py"),
-        "--port",
-        str(port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(30):
-            line = (await process.stdout.readline()).decode()
-        if not line.startswith("listening"):
-            raise RuntimeError(f"ocpp16_bare.py did not start: {line}")
+    async with peer("bare") as (url, pid):
         edges: dict[str, float] = {}
-        pid = process.pid
 
         def on_phase(phase: str) -> None:
             edges[phase] = cpu_seconds(pid)
 
-        report, _ = await closed_loop(f"ws://127.0.0.1:{port}/ocpp", bench.args, "bare", on_phase)
+        report, _ = await closed_loop(url, bench.args, "bare", on_phase)
         cpu = edges["stopping"] - edges["measure"]
         report["server_cpu_s"] = round(cpu, 2)
         report["server_cpu_ms_per_msg"] = round(1000 * cpu / max(1, report["meter_values"]["answered"]), 3)
         report["processes"] = 1
         return report
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 def throughput_row(name: str, report: dict[str, Any]) -> dict[str, Any]:
@@ -768,9 +689,10 @@ async def cluster_of(
     fleet registered through the first."""
     database_url = await bench.database(part)
     bench.urls[part] = database_url
-    env = environment(bench, database_url, net, bench.cluster_name(part), **settings)
+    env = environment(bench, net, bench.cluster_name(part), **settings)
     servers = [
-        Server(f"{part}-p{i}", bench.work / f"{part}-p{i}", env, bench.tree) for i in range(1, size + 1)
+        Server(bench.work / f"{part}-p{i}", free_port(), database_url, env, bench.tree, name=f"{part}-p{i}")
+        for i in range(1, size + 1)
     ]
     try:
         await asyncio.gather(*(s.start() for s in servers))

@@ -42,6 +42,7 @@ class SatwattServer:
     env_extra: dict[str, str] = field(default_factory=dict)
     tree: Path = REPO  # the source tree whose csms runs (see export_revision)
     launcher: list[str] = field(default_factory=lambda: ["-m", "csms"])  # python <launcher> serve
+    serve_args: list[str] = field(default_factory=list)  # after `serve`, e.g. ["--workers", "2"]
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -84,6 +85,7 @@ class SatwattServer:
                 sys.executable,
                 *self.launcher,
                 "serve",
+                *self.serve_args,
                 cwd=self.tree,
                 env=self.env(),
                 stdout=log,
@@ -94,21 +96,26 @@ class SatwattServer:
             os.close(log)
         async with asyncio.timeout(timeout_s), httpx.AsyncClient() as client:
             while True:
-                try:
-                    if (await client.get(f"{self.http}/healthz")).status_code == 200:
+                with contextlib.suppress(httpx.TransportError, ValueError):
+                    reply = await client.get(f"{self.http}/healthz")
+                    if reply.status_code == 200 and self.ready(reply.json()):
                         return
-                except httpx.TransportError:
-                    pass
                 if self.process.returncode is not None:
                     raise RuntimeError(
-                        f"csms serve exited during start-up; see {self.data_dir / 'serve.log'}"
+                        f"csms serve exited during start-up; see {self.data_dir / 'serve.log'}:\n"
+                        + self.log_tail()
                     )
                 await asyncio.sleep(0.2)
 
+    def ready(self, health: dict[str, Any]) -> bool:
+        """Whether a /healthz that answers 200 with ``health`` means started (a subclass may wait longer)."""
+        return True
+
     async def kill(self) -> None:
-        """kill -9, as a crash would."""
+        """kill -9, as a crash would (its process group: a `serve --workers` supervisor and its workers)."""
         if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             await self.process.wait()
 
     async def stop(self) -> None:

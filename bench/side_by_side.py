@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,10 +87,11 @@ async def run_load(url: str, args: argparse.Namespace, password: str | None) -> 
     return await LightLoad(cfg).run()
 
 
-async def run_peer(name: str, args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def peer(name: str, *extra: str) -> AsyncIterator[tuple[str, int]]:
+    """One of bench/peers (``bare`` or ``sqlite``) running on a free port: its OCPP URL and pid."""
     port = free_port()
     script = BENCH / "peers" / ("ocpp16_bare.py" if name == "bare" else "ocpp16_sqlite.py")
-    extra = ["--synchronous", args.sqlite_synchronous] if name == "sqlite" else []
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(script),
@@ -104,14 +107,20 @@ async def run_peer(name: str, args: argparse.Namespace) -> dict[str, Any]:
             line = (await process.stdout.readline()).decode()
         if not line.startswith("listening"):
             raise RuntimeError(f"{script.name} did not start: {line}")
-        cpu_before = cpu_seconds(process.pid)
-        report = await run_load(f"ws://127.0.0.1:{port}/ocpp", args, None)
-        note_cpu(report, process.pid, cpu_before)
-        report["server_rss_kb"] = rss_kb(process.pid)
-        return report
+        yield f"ws://127.0.0.1:{port}/ocpp", process.pid
     finally:
         process.terminate()
         await process.wait()
+
+
+async def run_peer(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    extra = ["--synchronous", args.sqlite_synchronous] if name == "sqlite" else []
+    async with peer(name, *extra) as (url, pid):
+        cpu_before = cpu_seconds(pid)
+        report = await run_load(url, args, None)
+        note_cpu(report, pid, cpu_before)
+        report["server_rss_kb"] = rss_kb(pid)
+        return report
 
 
 async def run_satwatt(args: argparse.Namespace) -> dict[str, Any]:
