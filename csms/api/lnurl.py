@@ -28,11 +28,11 @@ from sqlalchemy import select
 from csms import lnurl
 from csms.api.schemas import CHARGER_ID_PATTERN
 from csms.charging import commands as cmd
-from csms.db.models import Charger, ChargingSession, LightningInvoice, Settlement, TariffRow
-from csms.settlement.engine import DEFAULT_TARIFF_ID, SettlementEngine
+from csms.db.models import Charger, ChargingSession, LightningInvoice, Settlement
+from csms.settlement.engine import SettlementEngine, charger_tariff
 from csms.settlement.refunds import RefundDesk, WithdrawRefused
 from csms.settlement.session import SessionSettlement, record_transaction_ended
-from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, prepay_bounds, price_at
+from csms.settlement.tariff import Tariff, prepay_bounds, price_at
 
 router = APIRouter(tags=["lnurl"])
 _CHARGER_ID = re.compile(CHARGER_ID_PATTERN)
@@ -85,12 +85,13 @@ def _parse_connector(charger_id: str, connector_id: str) -> int | None:
     return number if 1 <= number <= MAX_CONNECTOR else None
 
 
-async def _tariff(request: Request, charger_id: str) -> Tariff:
+async def _tariff(request: Request, charger_id: str) -> Tariff | None:
+    """The tariff the charger sells under, or None when there is no such charger."""
     async with request.app.state.service.db() as db:
-        charger = await db.get(Charger, charger_id)
-        tariff_id = (charger.tariff_id if charger is not None else None) or DEFAULT_TARIFF_ID
-        row = await db.get(TariffRow, tariff_id) or await db.get(TariffRow, DEFAULT_TARIFF_ID)
-    return Tariff.from_dict(row.definition) if row is not None else DEFAULT_TARIFF
+        if await db.get(Charger, charger_id) is None:
+            return None
+        _, tariff = await charger_tariff(db, charger_id)
+    return tariff
 
 
 def pay_metadata(charger_id: str, connector_id: int, tariff: Tariff, now: datetime) -> str:
@@ -169,9 +170,9 @@ async def connector_lnurl(
         return _error("no such charger or connector")
     if engine is None:
         return _error("satwatt is starting or stopping")
-    async with request.app.state.service.db() as db:
-        if await db.get(Charger, charger_id) is None:
-            return _error("no such charger or connector")
+    tariff = await _tariff(request, charger_id)
+    if tariff is None:
+        return _error("no such charger or connector")
     session = await _open_session(request, charger_id, number)
     if session is not None:
         if k1 is None or not _k1_ok(engine, session.id, k1):
@@ -180,7 +181,6 @@ async def connector_lnurl(
     why = await _offline(request, charger_id)
     if why is not None:
         return _error(why)
-    tariff = await _tariff(request, charger_id)
     least, most = prepay_bounds(tariff, datetime.now(UTC))
     return _answer(
         {
@@ -206,10 +206,9 @@ async def connector_pay_callback(
     if not amount.isdigit() or len(amount) > 18:
         return _error("amount must be a whole number of millisatoshis")
     amount_msat = int(amount)
-    async with request.app.state.service.db() as db:
-        if await db.get(Charger, charger_id) is None:
-            return _error("no such charger or connector")
     tariff = await _tariff(request, charger_id)
+    if tariff is None:
+        return _error("no such charger or connector")
     least, most = prepay_bounds(tariff, datetime.now(UTC))
     if not least <= amount_msat <= most:
         return _error(f"amount must be between {least} and {most} msat")

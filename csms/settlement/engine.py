@@ -193,6 +193,22 @@ def _accepted(state: SessionSettlement, *, at: datetime, height: int) -> Session
     return record_deposit_accepted(state, at, height)
 
 
+async def charger_tariff(db: AsyncSession, charger_id: str) -> tuple[str, Tariff]:
+    """The tariff a charger sells under (its own, else the default), in one query."""
+    assigned = select(Charger.tariff_id).where(Charger.id == charger_id).scalar_subquery()
+    rows = list(
+        await db.scalars(
+            select(TariffRow).where(
+                TariffRow.id.in_([func.coalesce(assigned, DEFAULT_TARIFF_ID), DEFAULT_TARIFF_ID])
+            )
+        )
+    )
+    row = next((r for r in rows if r.id != DEFAULT_TARIFF_ID), None) or next(iter(rows), None)
+    if row is None:
+        return DEFAULT_TARIFF_ID, DEFAULT_TARIFF
+    return row.id, Tariff.from_dict(row.definition)
+
+
 class PaymentDelivery(Protocol):
     async def __call__(self, charger_id: str, invoice: NodeInvoice) -> None:
         """Have the owner of ``charger_id`` credit ``invoice`` (cluster mode: csms.cluster.payments)."""
@@ -507,7 +523,7 @@ class SettlementEngine:
         if update.payer_id is None:
             return  # an operator's tag or satwatt's remote start: not sold by settlement
         async with self.db() as db:
-            tariff_id, tariff = await self._tariff_for(db, update.charger_id)
+            tariff_id, tariff = await charger_tariff(db, update.charger_id)
         state = open_session(update.session_id, update.at, remote_start=False)
         unit = Unit()
         unit.add(
@@ -541,28 +557,13 @@ class SettlementEngine:
             "updated_at": self.clock(),
         }
 
-    async def _tariff_for(self, db: AsyncSession, charger_id: str) -> tuple[str, Tariff]:
-        """The tariff a charger sells under (its own, else the default), in one query."""
-        assigned = select(Charger.tariff_id).where(Charger.id == charger_id).scalar_subquery()
-        rows = list(
-            await db.scalars(
-                select(TariffRow).where(
-                    TariffRow.id.in_([func.coalesce(assigned, DEFAULT_TARIFF_ID), DEFAULT_TARIFF_ID])
-                )
-            )
-        )
-        row = next((r for r in rows if r.id != DEFAULT_TARIFF_ID), None) or next(iter(rows), None)
-        if row is None:
-            return DEFAULT_TARIFF_ID, DEFAULT_TARIFF
-        return row.id, Tariff.from_dict(row.definition)
-
     # ------------------------------------------------------------------ walk-up sessions
     async def open_walk_up(self, charger_id: str, connector_id: int, token: str) -> Any:
         """A driver asks to charge: the session and its first invoice; the charger starts once it is paid."""
         session = await self.service.create_pending_session(charger_id, connector_id)
         now = self.clock()
         async with self.db() as db:
-            tariff_id, tariff = await self._tariff_for(db, charger_id)
+            tariff_id, tariff = await charger_tariff(db, charger_id)
         arrived = ("request", monotonic_now())
         deposit = tariff.deposit_msat > 0  # Distributed Charge's manual pay: a hold-invoice deposit
         state = (
@@ -606,7 +607,7 @@ class SettlementEngine:
         session = await self.service.create_pending_session(charger_id, connector_id)
         now = self.clock()
         async with self.db() as db:
-            tariff_id, tariff = await self._tariff_for(db, charger_id)
+            tariff_id, tariff = await charger_tariff(db, charger_id)
         token = "st_" + self.withdraw_k1(session.id)
         state = open_prepaid_session(session.id, now)
         entry = _Open(state, tariff, charger_id=charger_id, connector_id=connector_id)

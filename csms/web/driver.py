@@ -19,7 +19,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from csms import lnurl
 from csms.api import lnurl as lnurl_api
@@ -37,11 +36,10 @@ from csms.db.models import (
     MeterSample,
     SessionEvent,
     Settlement,
-    TariffRow,
 )
 from csms.ocpp.registry import ConnectionRegistry
-from csms.settlement.engine import DEFAULT_TARIFF_ID
-from csms.settlement.tariff import DEFAULT_TARIFF, Tariff, prepay_bounds, price_at
+from csms.settlement.engine import charger_tariff
+from csms.settlement.tariff import Tariff, prepay_bounds, price_at
 from csms.web import qr
 from csms.web.pages import PAGE_HEADERS, form, problem_page, render, whole_number
 
@@ -73,18 +71,6 @@ def _connector_id(text: str) -> int | None:
     return number if number else None
 
 
-async def tariff_of(db: AsyncSession, charger_id: str) -> Tariff:
-    """The tariff a charger sells under: its own, else the default one (as settlement prices it)."""
-    assigned = await db.scalar(select(Charger.tariff_id).where(Charger.id == charger_id))
-    wanted = assigned or DEFAULT_TARIFF_ID
-    rows = {
-        r.id: r
-        for r in await db.scalars(select(TariffRow).where(TariffRow.id.in_([wanted, DEFAULT_TARIFF_ID])))
-    }
-    row = rows.get(wanted) or rows.get(DEFAULT_TARIFF_ID)
-    return Tariff.from_dict(row.definition) if row is not None else DEFAULT_TARIFF
-
-
 # ------------------------------------------------------------------------------ the connector page
 async def _connector(request: Request, charger_id: str, connector_text: str) -> dict[str, Any] | HTMLResponse:
     """What the connector page shows, or the problem page when the address names no connector."""
@@ -107,7 +93,7 @@ async def _connector(request: Request, charger_id: str, connector_text: str) -> 
                 ChargingSession.state != "ended",
             )
         )
-        tariff = await tariff_of(db, charger_id)
+        _, tariff = await charger_tariff(db, charger_id)
     if charger is None or not charger.registered:
         return problem_page(request, 404, "No such charger", f"There is no charger {charger_id} here.")
     connector = next((c for c in connectors if c.connector_id == connector_id), None)

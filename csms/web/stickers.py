@@ -16,9 +16,9 @@ from csms import lnurl
 from csms.db.engine import create_engine, create_session_factory
 from csms.db.models import Charger, Connector
 from csms.settings import Settings
+from csms.settlement.engine import charger_tariff
 from csms.settlement.tariff import price_at
 from csms.web import qr
-from csms.web.driver import tariff_of
 from csms.web.pages import sats
 
 # the sticker's size: 70 x 100 mm (SVG); the PNG at 10 px per mm
@@ -82,7 +82,7 @@ async def plan(settings: Settings, charger_id: str | None = None) -> list[Sticke
             connectors = list(await db.scalars(select(Connector).where(Connector.connector_id >= 1)))
             base, now, stickers = base_url(settings), datetime.now(UTC), []
             for charger in chargers:
-                tariff = await tariff_of(db, charger.id)
+                _, tariff = await charger_tariff(db, charger.id)
                 ids = sorted(c.connector_id for c in connectors if c.charger_id == charger.id) or [1]
                 stickers += [
                     Sticker(
