@@ -20,10 +20,9 @@ import contextlib
 import logging
 import ssl
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from chargepoint_sim.chargepoint import ChargePointOptions, Outgoing
+from chargepoint_sim.chargepoint import ChargePointOptions, Outgoing, Transaction
 from chargepoint_sim.shim.chargepoint import ShimChargePoint, create_shim_charge_point
 from chargepoint_sim.shim.config import ShimConfig
 from chargepoint_sim.shim.connector import ShimConnector
@@ -46,12 +45,6 @@ class StartupError(Exception):
     """The shim cannot start (a driver or the queue cannot be opened); the message says why."""
 
 
-@dataclass
-class _Recovery:
-    connector_id: int
-    tx: Any
-
-
 class Shim:
     def __init__(self, cfg: ShimConfig, firmware: str = "satwatt-shim") -> None:
         self.cfg = cfg
@@ -64,7 +57,8 @@ class Shim:
         self.stop_reason = "Local"
         self.fatal: BaseException | None = None
         self.faults: dict[int, dict[str, str]] = {}  # connector -> source -> message
-        self._recoveries: dict[int, _Recovery] = {}
+        # connector -> the transaction found running in the queue at start, ended once its meter answers
+        self._recoveries: dict[int, Transaction] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.offline_since: float | None = None
         self.ready = asyncio.Event()  # the charge point is running (tests wait on it)
@@ -225,23 +219,23 @@ class Shim:
             conn = self.cp.connector(tx.connector_id)
             conn.tx = tx  # no new transaction on this connector before this one is ended
             conn.last_tx = tx
-            self._recoveries[tx.connector_id] = _Recovery(tx.connector_id, tx)
+            self._recoveries[tx.connector_id] = tx
             if self.connectors[tx.connector_id].meter.healthy:
                 await self._end_recovered(tx.connector_id)
 
     async def _end_recovered(self, cid: int) -> None:
-        rec = self._recoveries.pop(cid, None)
-        if rec is None or self.cp is None:
+        tx = self._recoveries.pop(cid, None)
+        if tx is None or self.cp is None:
             return
         conn = self.cp.connector(cid)
         async with conn.lock:
-            if conn.tx is rec.tx:
+            if conn.tx is tx:
                 await self.cp._stop_tx(conn, "PowerLoss", "AbnormalCondition")
         log.warning(
             "connector %d: transaction %s was running when the shim stopped; ended (PowerLoss) at %d Wh",
             cid,
-            rec.tx.tx_id or f"local-{rec.tx.local_id}",
-            rec.tx.meter_stop_wh or 0,
+            tx.tx_id or f"local-{tx.local_id}",
+            tx.meter_stop_wh or 0,
         )
 
     # ------------------------------------------------------------------ loops
