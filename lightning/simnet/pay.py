@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lightning import LightningError, PaymentFailed, decode_payreq
 from lightning.lnd import LndBackend, LndConfig, LndConfigError, RetryPolicy
-from lightning.simnet.simnet import ADDRESS_FILE, MACAROON_KINDS
+from lightning.simnet.simnet import ADDRESS_FILE, Simnet
 
 DEFAULT_DATA_DIR = Path("satwatt-data/simnet")  # csms serve's default CSMS_DATA_DIR, plus /simnet
 
@@ -61,20 +61,21 @@ class PayError(Exception):
 
 
 def _config(args: argparse.Namespace) -> LndConfig:
-    data_dir: Path = args.data_dir
-    cert = data_dir / "tls.cert"
+    files = Simnet(args.data_dir)  # only its paths: tls.cert, <node>/admin.macaroon, the address file
+    data_dir = files.data_dir
+    cert = files.tls_cert_path
     if not cert.is_file():
         raise PayError(
             f"no simnet in {data_dir} (no tls.cert): start csms serve or lightning-simnet, or give "
             "--data-dir (csms serve keeps its simnet in CSMS_DATA_DIR/simnet)"
         )
-    macaroon = data_dir / args.node / f"{MACAROON_KINDS[0]}.macaroon"
+    macaroon = files.macaroon_path(args.node)
     if not macaroon.is_file():
-        nodes = sorted(d.name for d in data_dir.iterdir() if (d / f"{MACAROON_KINDS[0]}.macaroon").is_file())
+        nodes = sorted(d.name for d in data_dir.iterdir() if files.macaroon_path(d.name).is_file())
         raise PayError(f"the simnet in {data_dir} has no node {args.node!r} (nodes: {', '.join(nodes)})")
     address = args.rpcserver
     if address is None:
-        address_file = data_dir / ADDRESS_FILE
+        address_file = files.address_path
         if not address_file.is_file():
             raise PayError(f"{address_file} does not exist: is the simnet running? (or give --rpcserver)")
         address = address_file.read_text().strip()
