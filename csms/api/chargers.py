@@ -69,8 +69,8 @@ def charger_out(
 ) -> ChargerOut:
     """The charger as the API shows it. ``where``: where the cluster holds it (one process: here)."""
     live = registry.get(charger.id)
-    elsewhere = where is not None and where.process_id not in (None, registry.process_id)
-    if live is not None or (elsewhere and where is not None and where.connected):
+    elsewhere = where is not None and where.connected and where.process_id not in (None, registry.process_id)
+    if live is not None or elsewhere:
         state = "connected"
     elif charger.connected_at is None:
         state = "never_connected"

@@ -51,6 +51,12 @@ class Owner:
     since: str
     revision: int
 
+    @classmethod
+    def parse(cls, value: bytes, revision: int) -> Owner:
+        """An owner key's value (as :meth:`Ownership._value` writes it) at ``revision``."""
+        fields = jsoncodec.loads(value)
+        return cls(fields["process"], fields["connected"], fields.get("protocol"), fields["since"], revision)
+
 
 class Ownership:
     def __init__(self, link: ClusterLink) -> None:
@@ -80,10 +86,7 @@ class Ownership:
             if entry.operation in ("DEL", "PURGE") or not entry.value:
                 self.mirror.pop(charger_id, None)
                 continue
-            value = jsoncodec.loads(entry.value)
-            self.mirror[charger_id] = Owner(
-                value["process"], value["connected"], value.get("protocol"), value["since"], entry.revision
-            )
+            self.mirror[charger_id] = Owner.parse(entry.value, entry.revision)
 
     @property
     def me(self) -> str:
@@ -104,19 +107,12 @@ class Ownership:
             return None
         if entry.value is None or entry.revision is None:
             return None
-        value = jsoncodec.loads(entry.value)
-        return Owner(
-            value["process"], value["connected"], value.get("protocol"), value["since"], entry.revision
-        )
+        return Owner.parse(entry.value, entry.revision)
 
     async def owner(self, charger_id: str) -> Owner | None:
         """The live owner of a charger, None when nobody alive owns it."""
-        if charger_id in self._held:
-            record = await self.record(charger_id)
-            if record is not None and record.process_id == self.me:
-                return record
         record = await self.record(charger_id)
-        if record is None or not await self.link.alive(record.process_id):
+        if record is None or not await self.link.alive(record.process_id):  # (this process: alive)
             return None
         return record
 

@@ -40,6 +40,14 @@ COMMAND_TYPES: dict[str, type[Any]] = {
     )
 }
 RELEASE_TIMEOUT_S = 15.0
+# how a failed request to the owner reads as a command failure (anything else: the owner failed)
+COMMAND_FAILURES = {
+    "not_connected": "not_connected",
+    "unreachable": "not_connected",  # the owner is gone
+    "timeout": "timeout",
+    "call_error": "call_error",
+    "invalid": "invalid",
+}
 REPLACED = "connected to another satwatt process"
 
 
@@ -167,9 +175,7 @@ class ClusterRegistry(ConnectionRegistry):
         try:
             return await self.link.request(owner.process_id, verb, payload, timeout_s)
         except ClusterError as exc:
-            reason = exc.kind if exc.kind in ("not_connected", "timeout", "call_error", "invalid") else None
-            if reason is None:
-                reason = "not_connected" if exc.kind == "unreachable" else "call_error"
+            reason = COMMAND_FAILURES.get(exc.kind, "call_error")
             raise CommandFailed(reason, f"charger {charger_id} (at {owner.process_id}): {exc}") from None
 
     # ------------------------------------------------------------------ commands
