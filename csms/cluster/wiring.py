@@ -38,7 +38,7 @@ class Cluster:
         await self.link.start()
         assert self._events is not None and self._registry is not None
         await self._registry.ownership.start()
-        self._events.start()
+        await self._events.start()
 
     def attach(self, engine: SettlementEngine, service: ChargingService) -> None:
         """Settlement is running: claim and release chargers with it, serve the owner's requests, and
