@@ -307,6 +307,20 @@ def _line(t: _Table, name: str = "line") -> int | str:
     return value
 
 
+def _gpio(t: _Table, driver: str) -> dict[str, Any]:
+    """The line of a gpiod or sysfs GPIO (a relay's output, the car's input), as config fields."""
+    if driver == "gpiod":
+        chip = t.string("chip", "/dev/gpiochip0")
+        assert chip is not None
+        return {"chip": chip, "line": _line(t)}
+    gpio = t.integer("gpio", lo=0, hi=100_000)
+    if gpio is None:
+        raise t.fail("gpio", "is required (the kernel's GPIO number, as in /sys/class/gpio/gpioN)")
+    root = t.string("sysfs_root", "/sys/class/gpio")
+    assert root is not None
+    return {"gpio": gpio, "sysfs_root": Path(root)}
+
+
 def _link(t: _Table, default_port: int = 502) -> ModbusLink:
     transport = t.choice("transport", ("tcp", "rtu"))
     timeout = t.number("timeout_s", 1.0, lo=0.0, above=True)
@@ -417,17 +431,8 @@ def _meter(t: _Table) -> MeterConfig:
 def _relay(t: _Table) -> RelayConfig:
     driver = t.choice("driver", RELAY_DRIVERS)
     active_low = t.boolean("active_low", False)
-    if driver == "gpiod":
-        chip = t.string("chip", "/dev/gpiochip0")
-        assert chip is not None
-        cfg = RelayConfig("gpiod", active_low=active_low, chip=chip, line=_line(t))
-    elif driver == "sysfs":
-        gpio = t.integer("gpio", lo=0, hi=100_000)
-        if gpio is None:
-            raise t.fail("gpio", "is required (the kernel's GPIO number, as in /sys/class/gpio/gpioN)")
-        root = t.string("sysfs_root", "/sys/class/gpio")
-        assert root is not None
-        cfg = RelayConfig("sysfs", active_low=active_low, gpio=gpio, sysfs_root=Path(root))
+    if driver in ("gpiod", "sysfs"):
+        cfg = RelayConfig(driver, active_low=active_low, **_gpio(t, driver))  # type: ignore[arg-type]
     elif driver == "file":
         path = t.string("path", required=True)
         assert path is not None
@@ -482,17 +487,8 @@ def _evse(t: _Table) -> EvseConfig:
 def _ev(t: _Table) -> EvInputConfig:
     driver = t.choice("driver", EV_DRIVERS)
     active_low = t.boolean("active_low", False)
-    if driver == "gpiod":
-        chip = t.string("chip", "/dev/gpiochip0")
-        assert chip is not None
-        cfg = EvInputConfig("gpiod", active_low=active_low, chip=chip, line=_line(t))
-    elif driver == "sysfs":
-        gpio = t.integer("gpio", lo=0, hi=100_000)
-        if gpio is None:
-            raise t.fail("gpio", "is required (the kernel's GPIO number)")
-        root = t.string("sysfs_root", "/sys/class/gpio")
-        assert root is not None
-        cfg = EvInputConfig("sysfs", active_low=active_low, gpio=gpio, sysfs_root=Path(root))
+    if driver in ("gpiod", "sysfs"):
+        cfg = EvInputConfig(driver, active_low=active_low, **_gpio(t, driver))  # type: ignore[arg-type]
     else:
         link = _link(t)
         unit = t.integer("unit", 1, lo=0, hi=247)
