@@ -24,7 +24,6 @@ import tempfile
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -424,13 +423,13 @@ class Demo:
             await backend.close()
 
     async def _visitor(self) -> None:
-        """DEMO-1's second connector, for a person with a browser: a car stays plugged in, and walk-up
-        sessions started there from the driver page are paid from the visitor's simnet node (the demo's
-        stand-in for their phone's wallet) a few seconds after each invoice appears."""
+        """DEMO-1's second connector, for a person with a browser: a car stays plugged in, and each walk-up
+        session started there from the driver page is followed by a PayerAgent on the visitor's simnet node
+        (the demo's stand-in for their phone's wallet), from a few seconds after it appears."""
         cp = self.cps[0]
         node = f"car{self.options.chargers + 1}"
         backend = LndBackend(LndConfig.from_simnet(self.app.state.lightning.simnet, node), name=node)
-        paid: set[str] = set()
+        wallets: dict[str, asyncio.Task[None]] = {}
         replugged: set[str] = set()
         try:
             await cp.plug_in(VISITOR_CONNECTOR, ev="suv", soc=self.rng.uniform(0.2, 0.4))
@@ -440,39 +439,44 @@ class Demo:
                     for session in listed.json() if listed.status_code == 200 else []:
                         if session["connector_id"] != VISITOR_CONNECTOR or not session["sold"]:
                             continue
-                        if session["state"] == "ended":
-                            if session["id"] not in replugged:  # the visitor left: the next car arrives
-                                replugged.add(session["id"])
-                                await cp.unplug(VISITOR_CONNECTOR)
-                                await cp.plug_in(VISITOR_CONNECTOR, ev="suv", soc=self.rng.uniform(0.2, 0.4))
-                            continue
-                        await self._pay_visitor(api, backend, session["id"], paid)
+                        if session["state"] != "ended" and session["id"] not in wallets:
+                            wallets[session["id"]] = asyncio.create_task(
+                                self._visitor_pays(backend, session["id"])
+                            )
+                        if session["state"] == "ended" and session["id"] not in replugged:
+                            replugged.add(session["id"])  # the visitor left: the next car arrives
+                            await cp.unplug(VISITOR_CONNECTOR)
+                            await cp.plug_in(VISITOR_CONNECTOR, ev="suv", soc=self.rng.uniform(0.2, 0.4))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stop.wait(), 1.0)
         finally:
+            for task in wallets.values():
+                task.cancel()
+            await asyncio.gather(*wallets.values(), return_exceptions=True)
             await backend.close()
 
-    async def _pay_visitor(
-        self, api: httpx.AsyncClient, backend: LndBackend, session_id: str, paid: set[str]
-    ) -> None:
-        invoices = await api.get(f"/api/v1/sessions/{session_id}/invoices")
-        now = datetime.now(UTC)
-        for index, invoice in enumerate(invoices.json() if invoices.status_code == 200 else []):
-            # the first invoice waits a moment (the visitor sees its QR code), the others are paid at once
-            wait_s = VISITOR_PAYS_AFTER_S if index == 0 else 0.0
-            due = datetime.fromisoformat(invoice["created_at"]) + timedelta(seconds=wait_s)
-            if invoice["status"] != "open" or not invoice["bolt11"] or invoice["key"] in paid:
-                continue
-            if (due if due.tzinfo else due.replace(tzinfo=UTC)) > now:
-                continue
-            paid.add(invoice["key"])
-            try:
-                await backend.pay_invoice(invoice["bolt11"], fee_limit_msat=10_000, timeout_s=25)
-                self.note(
-                    f"{self.cps[0].id}: the visitor's wallet paid {invoice['amount_msat'] / 1000:g} sat"
-                )
-            except LightningError as exc:
-                self.note(f"{self.cps[0].id}: the visitor's wallet could not pay: {exc}")
+    async def _visitor_pays(self, backend: LndBackend, session_id: str) -> None:
+        """The visitor's wallet on one session: it waits a moment (the visitor sees the QR code of the
+        first invoice), then pays that invoice and the session's next ones as they come."""
+        await asyncio.sleep(VISITOR_PAYS_AFTER_S)
+        who = f"{self.cps[0].id}/{VISITOR_CONNECTOR}"
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            if kind == "paid":
+                self.note(f"{who}: the visitor's wallet paid {data.get('amount_msat', 0) / 1000:g} sat")
+
+        agent = PayerAgent(
+            f"http://127.0.0.1:{self.port}",
+            backend,
+            session_token=self.key,  # the operator key sees every session; the visitor's is in the browser
+            session_id=session_id,
+            name="visitor",
+            on_event=on_event,
+        )
+        try:
+            await agent.run()
+        except (httpx.HTTPError, LightningError) as exc:
+            self.note(f"{who}: the visitor's wallet stopped: {exc}")
 
     def _on_event(self, visit: Visit, kind: str, data: dict[str, Any]) -> None:
         who = f"{visit.charger_id} ({visit.protocol}) {visit.car}"
