@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from csms.api.access import Principal, caller_of, new_token, principal_of
 from csms.api.chargers import FAILURE_STATUS
@@ -30,7 +30,7 @@ from csms.db.models import Charger, ChargingSession, LightningInvoice, MeterSamp
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement.bill import session_view
 from csms.settlement.engine import SettlementEngine
-from csms.settlement.refunds import WITHDRAW_WINDOW
+from csms.settlement.refunds import WITHDRAW_WINDOW, refunded_msat
 from csms.settlement.session import SessionSettlement, record_transaction_ended
 from csms.settlement.tariff import Tariff
 from lightning import LightningError
@@ -119,18 +119,6 @@ class WalkUpCreated(SessionOut):
 
 def invoice_out(row: LightningInvoice) -> InvoiceOut:
     return InvoiceOut.model_validate(row, from_attributes=True)
-
-
-async def refunded_msat(db: Any, numbers: list[int]) -> dict[int, int]:
-    """What was paid back (or is being paid back) to each session's driver (LNURL-withdraw)."""
-    if not numbers:
-        return {}
-    rows = await db.execute(
-        select(Refund.session_number, func.sum(Refund.amount_msat))
-        .where(Refund.session_number.in_(numbers), Refund.status.in_(("paying", "paid")))
-        .group_by(Refund.session_number)
-    )
-    return {number: int(total or 0) for number, total in rows.all()}
 
 
 def session_out(session: ChargingSession, settlement: Settlement | None, refunded: int = 0) -> SessionOut:

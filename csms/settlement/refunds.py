@@ -96,6 +96,18 @@ def check_invoice(payreq: PayReq, amount_msat: int, network: str | None, now: da
     return None
 
 
+async def refunded_msat(db: AsyncSession, numbers: list[int]) -> dict[int, int]:
+    """What was paid back (or is being paid back) to each session's driver (LNURL-withdraw)."""
+    if not numbers:
+        return {}
+    rows = await db.execute(
+        select(Refund.session_number, func.sum(Refund.amount_msat))
+        .where(Refund.session_number.in_(numbers), Refund.status.in_(("paying", "paid")))
+        .group_by(Refund.session_number)
+    )
+    return {number: int(total or 0) for number, total in rows.all()}
+
+
 class WithdrawRefused(Exception):
     """The withdraw cannot be made; ``reason`` is the LNURL error's reason (nothing moved)."""
 
@@ -152,19 +164,11 @@ class RefundDesk:
             self._pay(row.key, row.session_number, row.bolt11, row.amount_msat, row.fee_limit_msat)
 
     # ------------------------------------------------------------------ figures
-    async def refunded_msat(self, db: AsyncSession, session_number: int) -> int:
-        total = await db.scalar(
-            select(func.coalesce(func.sum(Refund.amount_msat), 0)).where(
-                Refund.session_number == session_number, Refund.status.in_(("paying", "paid"))
-            )
-        )
-        return int(total or 0)
-
     async def refundable(self, session_number: int) -> Refundable:
         await self.writer.barrier()  # the settlement's latest state may still be on its way
         async with self.db() as db:
             row = await db.get(Settlement, session_number)
-            refunded = await self.refunded_msat(db, session_number)
+            refunded = (await refunded_msat(db, [session_number])).get(session_number, 0)
         if row is None:
             return Refundable(0, 0, "this session is not sold")
         state = SessionSettlement.from_dict(row.state)

@@ -39,6 +39,7 @@ from csms.db.models import (
 )
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement.engine import charger_tariff
+from csms.settlement.refunds import refunded_msat
 from csms.settlement.tariff import Tariff, prepay_bounds, price_at
 from csms.web import qr
 from csms.web.pages import PAGE_HEADERS, form, problem_page, render, whole_number
@@ -179,7 +180,9 @@ async def session_lnurl_qr(request: Request, session_id: str, which: str) -> Res
         return _not_yours(request, session_id)
     links = _lnurls(request, session, settlement)
     if which == "withdraw" and settlement.closed:
-        links = {"withdraw": await _withdraw_link(request, session, settlement)}
+        links = {
+            "withdraw": _withdraw_link(request, session, await session_out(request, session, settlement))
+        }
     link = links.get(which)
     if not link:
         return problem_page(request, 404, "No such code", "This session has no such link now.")
@@ -187,14 +190,20 @@ async def session_lnurl_qr(request: Request, session_id: str, which: str) -> Res
     return Response(image, media_type="image/svg+xml", headers={"Cache-Control": "private, no-store"})
 
 
-async def _withdraw_link(
+async def session_out(
     request: Request, session: ChargingSession, settlement: Settlement
+) -> sessions_api.SessionOut:
+    """The session as the API shows it, with what was refunded (read once per request)."""
+    async with _service(request).db() as db:
+        refunded = (await refunded_msat(db, [session.number])).get(session.number, 0)
+    return sessions_api.session_out(session, settlement, refunded)
+
+
+def _withdraw_link(
+    request: Request, session: ChargingSession, out: sessions_api.SessionOut
 ) -> dict[str, Any]:
     """The receipt's LNURL-withdraw for what is refundable (any payment mode), or nothing."""
     engine = getattr(request.app.state, "settlement", None)
-    async with _service(request).db() as db:
-        refunded = (await sessions_api.refunded_msat(db, [session.number])).get(session.number, 0)
-    out = sessions_api.session_out(session, settlement, refunded)
     if engine is None or not out.refundable_msat:
         return {}
     url = lnurl_api.withdraw_url(request, session.id, engine.withdraw_k1(session.id))
@@ -299,11 +308,10 @@ def invoice_json(session_id: str, row: LightningInvoice | None) -> dict[str, Any
     }
 
 
-async def session_state(request: Request, session: ChargingSession, settlement: Settlement) -> dict[str, Any]:
+async def session_state(
+    request: Request, session: ChargingSession, settlement: Settlement, out: sessions_api.SessionOut
+) -> dict[str, Any]:
     """What the session page shows, as JSON (the page refreshes it after each event)."""
-    async with _service(request).db() as db:
-        refunded = (await sessions_api.refunded_msat(db, [session.number])).get(session.number, 0)
-    out = sessions_api.session_out(session, settlement, refunded)
     invoice = await current_invoice(_service(request), session.number)
     if invoice is not None and invoice.kind == "deposit" and out.state != "awaiting_payment":
         invoice = None  # the deposit is held (its HTLC accepted): nothing to pay until the final invoice
@@ -332,7 +340,8 @@ async def session_page(request: Request, session_id: str) -> HTMLResponse:
     except NotYours:
         return _not_yours(request, session_id)
     service = _service(request)
-    state = await session_state(request, session, settlement)
+    out = await session_out(request, session, settlement)
+    state = await session_state(request, session, settlement, out)
     async with service.db() as db:
         last_event = await db.scalar(
             select(func.max(SessionEvent.id)).where(SessionEvent.session_number == session.number)
@@ -350,7 +359,7 @@ async def session_page(request: Request, session_id: str) -> HTMLResponse:
         for p in (sessions_api.meter_point(session, s) for s in reversed(samples))
         if p.energy_wh is not None and not p.after_end
     ]
-    receipt = await receipt_context(request, session, settlement) if settlement.closed else None
+    receipt = await receipt_context(request, session, settlement, out) if settlement.closed else None
     return render(
         request,
         "session.html",
@@ -415,7 +424,8 @@ async def state_json(request: Request, session_id: str) -> JSONResponse:
     except NotYours:
         return JSONResponse({"title": "Forbidden"}, status_code=403, headers={"Cache-Control": "no-store"})
     return JSONResponse(
-        await session_state(request, session, settlement), headers={"Cache-Control": "no-store"}
+        await session_state(request, session, settlement, await session_out(request, session, settlement)),
+        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -443,7 +453,7 @@ async def invoice_qr(request: Request, session_id: str, seq: str) -> Response:
 
 
 async def receipt_context(
-    request: Request, session: ChargingSession, settlement: Settlement
+    request: Request, session: ChargingSession, settlement: Settlement, out: sessions_api.SessionOut
 ) -> dict[str, Any]:
     async with _service(request).db() as db:
         invoices = list(
@@ -453,12 +463,11 @@ async def receipt_context(
                 .order_by(LightningInvoice.seq)
             )
         )
-        refunded = (await sessions_api.refunded_msat(db, [session.number])).get(session.number, 0)
     return {
-        "session": sessions_api.session_out(session, settlement, refunded),
+        "session": out,
         "invoices": invoices,
         "bill": settlement.bill or {},
-        "withdraw": await _withdraw_link(request, session, settlement),
+        "withdraw": _withdraw_link(request, session, out),
     }
 
 
@@ -469,7 +478,9 @@ async def receipt(request: Request, session_id: str) -> HTMLResponse:
         session, settlement, _ = await _driver_session(request, session_id)
     except NotYours:
         return _not_yours(request, session_id)
-    context = await receipt_context(request, session, settlement)
+    context = await receipt_context(
+        request, session, settlement, await session_out(request, session, settlement)
+    )
     return render(request, "receipt.html", receipt=context)
 
 
