@@ -175,9 +175,7 @@ class StoredApiKey(ApiKey):
             seen = (status.st_ino, status.st_mtime_ns, status.st_size)
             if seen == self._seen:
                 return
-            digest = bytes.fromhex(self.path.read_text().strip())
-            if len(digest) != hashlib.sha256().digest_size:
-                raise ValueError("not a SHA-256 digest")
+            digest = _read_digest(self.path)
         except (OSError, ValueError) as exc:
             if self._seen != (0, 0, 0):
                 log.error(
@@ -201,6 +199,14 @@ class StoredApiKey(ApiKey):
         return self._digest
 
 
+def _read_digest(path: Path) -> bytes:
+    """The SHA-256 digest kept in ``path`` (hex); ValueError if it holds none."""
+    digest = bytes.fromhex(path.read_text().strip())
+    if len(digest) != hashlib.sha256().digest_size:
+        raise ValueError("not a SHA-256 digest")
+    return digest
+
+
 def generate_api_key() -> str:
     return "sw_" + secrets.token_urlsafe(32)
 
@@ -220,7 +226,7 @@ def load_or_create_api_key(data_dir: Path, configured: str | None) -> tuple[ApiK
         _, key = rotate_api_key(data_dir)
         return StoredApiKey(path), key
     try:
-        bytes.fromhex(path.read_text().strip())
+        _read_digest(path)
     except ValueError:
         raise ValueError(f"{path} is damaged: delete it, or run `csms api-key --rotate`") from None
     return StoredApiKey(path), None
