@@ -9,12 +9,11 @@ import httpx
 import pytest
 
 from chargepoint_sim.shim.config import ConfigError, load_config
-from csms.settings import Settings
 from lightning.simnet.tls import ensure_tls_cert
-from tests.conftest import start_server
 from tests.shim.conftest import until, write_config
 from tests.shim.test_shim_satwatt import running
-from tests.test_charger_security import CertificateAuthority, Pki, satwatt
+from tests.test_charger_security import Pki, satwatt
+from tests.test_charger_security import pki as pki  # the fixture: a CA, satwatt's certificate, a rogue CA
 from tests.test_charger_security import register as register_charger
 
 TOML = """
@@ -33,45 +32,41 @@ queue = "{queue}"
 """
 
 
+async def shim_admitted(api: httpx.AsyncClient, config: Path, what: str) -> None:
+    """Run the shim of ``config`` (charger CP-wss) until satwatt shows it connected and its boot accepted."""
+    async with running(config) as shim:
+
+        async def connected() -> bool:
+            return (await api.get("/api/v1/chargers/CP-wss")).json()["connection_state"] == "connected"
+
+        await until(connected, what=what)
+        cp = shim.cp
+        assert cp is not None
+        await until(lambda: cp.online, what="its boot accepted")
+
+
 async def test_wss_with_the_certificate_of_satwatt(database_url: str, tmp_path: Path) -> None:
     cert, key = tmp_path / "satwatt.crt", tmp_path / "satwatt.key"
     ensure_tls_cert(cert, key)
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=database_url, simnet_port=0, tls_cert=cert, tls_key=key
-    )
-    server, task, port = await start_server(settings, "tls-key")
-    context = ssl.create_default_context(cafile=str(cert))
-    try:
-        async with httpx.AsyncClient(
-            base_url=f"https://localhost:{port}", verify=context, headers={"Authorization": "Bearer tls-key"}
-        ) as api:
-            created = await api.post(
-                "/api/v1/chargers", json={"id": "CP-wss", "password": "a-long-tls-secret-1"}
-            )
-            assert created.status_code == 201
-            config = write_config(
-                tmp_path / "shim.toml",
-                TOML.format(
-                    url=f"wss://localhost:{port}/ocpp",
-                    tls=f'password = "a-long-tls-secret-1"\nca_file = "{cert}"',
-                    relay=tmp_path / "relay",
-                    queue=tmp_path / "q.sqlite3",
-                ),
-            )
-            async with running(config) as shim:
-
-                async def connected() -> bool:
-                    return (await api.get("/api/v1/chargers/CP-wss")).json()[
-                        "connection_state"
-                    ] == "connected"
-
-                await until(connected, what="the shim connected over wss://")
-                cp = shim.cp
-                assert cp is not None
-                await until(lambda: cp.online, what="its boot accepted")
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        satwatt(database_url, tmp_path, tls_cert=cert, tls_key=key) as server,
+        httpx.AsyncClient(
+            base_url=f"https://localhost:{server.port}",
+            verify=ssl.create_default_context(cafile=str(cert)),
+            headers={"Authorization": "Bearer security-key"},
+        ) as api,
+    ):
+        await register_charger(api, "CP-wss", "a-long-tls-secret-1")
+        config = write_config(
+            tmp_path / "shim.toml",
+            TOML.format(
+                url=f"wss://localhost:{server.port}/ocpp",
+                tls=f'password = "a-long-tls-secret-1"\nca_file = "{cert}"',
+                relay=tmp_path / "relay",
+                queue=tmp_path / "q.sqlite3",
+            ),
+        )
+        await shim_admitted(api, config, "the shim connected over wss://")
 
 
 def test_tls_keys_are_checked(tmp_path: Path) -> None:
@@ -89,15 +84,6 @@ def test_tls_keys_are_checked(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load_config(config)
         assert str(err.value).startswith(message), str(err.value)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    """A CA, satwatt's server certificate from it, and a rogue CA (as in tests/test_charger_security.py)."""
-    directory = tmp_path / "pki"
-    directory.mkdir()
-    ca = CertificateAuthority(directory, "satwatt-test-ca")
-    return Pki(ca, ca.issue("localhost", server=True), CertificateAuthority(directory, "rogue-ca"))
 
 
 async def test_wss_with_a_client_certificate(database_url: str, tmp_path: Path, pki: Pki) -> None:
@@ -127,12 +113,4 @@ async def test_wss_with_a_client_certificate(database_url: str, tmp_path: Path, 
                 queue=tmp_path / "q.sqlite3",
             ),
         )
-        async with running(config) as shim:
-
-            async def connected() -> bool:
-                return (await api.get("/api/v1/chargers/CP-wss")).json()["connection_state"] == "connected"
-
-            await until(connected, what="the shim admitted by its certificate")
-            cp = shim.cp
-            assert cp is not None
-            await until(lambda: cp.online, what="its boot accepted")
+        await shim_admitted(api, config, "the shim admitted by its certificate")
