@@ -94,6 +94,16 @@ async def _tariff(request: Request, charger_id: str) -> Tariff | None:
     return tariff
 
 
+def _amount_refusal(amount: str, tariff: Tariff) -> str | None:
+    """Why a wallet's ``amount`` (msat) cannot be a prepayment or top-up under ``tariff``, or None."""
+    if not amount.isdigit() or len(amount) > 18:
+        return "amount must be a whole number of millisatoshis"
+    least, most = prepay_bounds(tariff, datetime.now(UTC))
+    if not least <= int(amount) <= most:
+        return f"amount must be between {least} and {most} msat"
+    return None
+
+
 def pay_metadata(charger_id: str, connector_id: int, tariff: Tariff, now: datetime) -> str:
     """The LUD-06 metadata of a connector's pay request (the same string in both steps)."""
     price = price_at(tariff, now) // 1000
@@ -105,19 +115,26 @@ def pay_metadata(charger_id: str, connector_id: int, tariff: Tariff, now: dateti
     )
 
 
-async def _open_session(request: Request, charger_id: str, connector_id: int) -> ChargingSession | None:
+async def _open_session(
+    request: Request, charger_id: str, connector_id: int
+) -> tuple[ChargingSession, Settlement | None] | None:
+    """The connector's running session and its settlement (None: not sold), or None."""
     async with request.app.state.service.db() as db:
-        return await db.scalar(
-            select(ChargingSession)
-            .where(
-                ChargingSession.charger_id == charger_id,
-                ChargingSession.connector_id == connector_id,
-                ChargingSession.ended_at.is_(None),
-                ChargingSession.state != "ended",
+        found = (
+            await db.execute(
+                select(ChargingSession, Settlement)
+                .outerjoin(Settlement, Settlement.session_number == ChargingSession.number)
+                .where(
+                    ChargingSession.charger_id == charger_id,
+                    ChargingSession.connector_id == connector_id,
+                    ChargingSession.ended_at.is_(None),
+                    ChargingSession.state != "ended",
+                )
+                .order_by(ChargingSession.number.desc())
+                .limit(1)
             )
-            .order_by(ChargingSession.number.desc())
-            .limit(1)
-        )
+        ).first()
+    return None if found is None else (found[0], found[1])
 
 
 async def _offline(request: Request, charger_id: str) -> str | None:
@@ -173,11 +190,12 @@ async def connector_lnurl(
     tariff = await _tariff(request, charger_id)
     if tariff is None:
         return _error("no such charger or connector")
-    session = await _open_session(request, charger_id, number)
-    if session is not None:
+    running = await _open_session(request, charger_id, number)
+    if running is not None:
+        session, settlement = running
         if k1 is None or not _k1_ok(engine, session.id, k1):
             return _error("this connector is in use; only its driver can withdraw (with their link)")
-        return await _withdraw_request(request, engine, session, k1)
+        return await _withdraw_request(request, engine, session, settlement, k1)
     why = await _offline(request, charger_id)
     if why is not None:
         return _error(why)
@@ -203,15 +221,13 @@ async def connector_pay_callback(
         return _error("no such charger or connector")
     if engine is None:
         return _error("satwatt is starting or stopping")
-    if not amount.isdigit() or len(amount) > 18:
-        return _error("amount must be a whole number of millisatoshis")
-    amount_msat = int(amount)
     tariff = await _tariff(request, charger_id)
     if tariff is None:
         return _error("no such charger or connector")
-    least, most = prepay_bounds(tariff, datetime.now(UTC))
-    if not least <= amount_msat <= most:
-        return _error(f"amount must be between {least} and {most} msat")
+    refusal = _amount_refusal(amount, tariff)
+    if refusal is not None:
+        return _error(refusal)
+    amount_msat = int(amount)
     if await _open_session(request, charger_id, number) is not None:
         return _error("this connector is in use")
     why = await _offline(request, charger_id)
@@ -299,13 +315,10 @@ async def topup_callback(request: Request, session_id: str, k1: str = "", amount
     if engine is None or found is None or not _k1_ok(engine, session_id, k1):
         return _error("unknown session or wrong k1")
     session, settlement = found
-    tariff = Tariff.from_dict(settlement.tariff)
-    if not amount.isdigit() or len(amount) > 18:
-        return _error("amount must be a whole number of millisatoshis")
+    refusal = _amount_refusal(amount, Tariff.from_dict(settlement.tariff))
+    if refusal is not None:
+        return _error(refusal)
     amount_msat = int(amount)
-    least, most = prepay_bounds(tariff, datetime.now(UTC))
-    if not least <= amount_msat <= most:
-        return _error(f"amount must be between {least} and {most} msat")
     if not engine.sells(session.number):
         return _error("this session takes no top-up (ended, or held by another satwatt process)")
     try:
@@ -362,16 +375,19 @@ async def _transaction_ended(request: Request, engine: SettlementEngine, number:
 
 
 async def _withdraw_request(
-    request: Request, engine: SettlementEngine, session: ChargingSession, k1: str
+    request: Request,
+    engine: SettlementEngine,
+    session: ChargingSession,
+    settlement: Settlement | None,
+    k1: str,
 ) -> JSONResponse:
     desk = _desk(request)
     if desk is None:
         return _error("satwatt is starting or stopping")
     if session.ended_at is None:
-        found = await _session_by_id(request, session.id)
-        if found is None:
+        if settlement is None:
             return _error("this session is not sold")
-        if not SessionSettlement.from_dict(found[1].state).prepaid:
+        if not SessionSettlement.from_dict(settlement.state).prepaid:
             return _error("this session is still running; withdraw from its receipt once it has ended")
         why = await _stop_and_wait(request, engine, session)
         if why is not None:
@@ -397,7 +413,7 @@ async def withdraw_request(request: Request, session_id: str, k1: str = "") -> J
     found = await _session_by_id(request, session_id)
     if engine is None or found is None or not _k1_ok(engine, session_id, k1):
         return _error("unknown session or wrong k1")
-    return await _withdraw_request(request, engine, found[0], k1)
+    return await _withdraw_request(request, engine, found[0], found[1], k1)
 
 
 @router.get("/lnurlw/{session_id}/callback", summary="LNURL-withdraw callback: pay the wallet's invoice")
