@@ -252,10 +252,12 @@ class NotYours(Exception):
     """No valid session token for this session in the request."""
 
 
-async def _driver_session(request: Request, session_id: str) -> tuple[ChargingSession, Settlement, str]:
-    token = request.cookies.get(COOKIE)
+async def _opened_by(
+    request: Request, session_id: str, token: str | None
+) -> tuple[ChargingSession, Settlement] | None:
+    """The session (and its settlement) that ``token`` opens, or None."""
     if not token or not _TOKEN.match(token) or len(session_id) > 64:
-        raise NotYours
+        return None
     async with _service(request).db() as db:
         found = (
             await db.execute(
@@ -264,7 +266,14 @@ async def _driver_session(request: Request, session_id: str) -> tuple[ChargingSe
                 .where(Settlement.token_hash == digest(token), ChargingSession.id == session_id)
             )
         ).first()
-    if found is None:
+    return None if found is None else (found[0], found[1])
+
+
+async def _driver_session(request: Request, session_id: str) -> tuple[ChargingSession, Settlement, str]:
+    """The session whose token the request's cookie holds (else NotYours)."""
+    token = request.cookies.get(COOKIE)
+    found = await _opened_by(request, session_id, token)
+    if found is None or token is None:
         raise NotYours
     return found[0], found[1], token
 
@@ -379,16 +388,9 @@ async def open_with_token(request: Request, session_id: str) -> Response:
     """A driver who has the session token (from the API or another device) opens the page with it."""
     response = RedirectResponse(f"/s/{session_id}", status_code=303)
     token = (await form(request)).get("token", "").strip()
-    if _TOKEN.match(token) and len(session_id) <= 64:
-        async with _service(request).db() as db:
-            found = await db.scalar(
-                select(ChargingSession.id)
-                .join(Settlement, Settlement.session_number == ChargingSession.number)
-                .where(Settlement.token_hash == digest(token), ChargingSession.id == session_id)
-            )
-        if found is not None:
-            _keep_token(request, response, session_id, token)
-            return response
+    if await _opened_by(request, session_id, token) is not None:
+        _keep_token(request, response, session_id, token)
+        return response
     return render(
         request,
         "session_token.html",
@@ -403,17 +405,10 @@ async def open_with_k1(request: Request, session_id: str, k1: str = "") -> Respo
     """The success action of an LNURL-pay prepayment links here: its ``k1`` is the session's token
     (``st_`` + k1), kept in the session's cookie; the page is then shown without it in the URL."""
     token = "st_" + k1
-    if _TOKEN.match(token) and len(session_id) <= 64:
-        async with _service(request).db() as db:
-            found = await db.scalar(
-                select(ChargingSession.id)
-                .join(Settlement, Settlement.session_number == ChargingSession.number)
-                .where(Settlement.token_hash == digest(token), ChargingSession.id == session_id)
-            )
-        if found is not None:
-            response = RedirectResponse(f"/s/{session_id}", status_code=303)
-            _keep_token(request, response, session_id, token)
-            return response
+    if await _opened_by(request, session_id, token) is not None:
+        response = RedirectResponse(f"/s/{session_id}", status_code=303)
+        _keep_token(request, response, session_id, token)
+        return response
     return _not_yours(request, session_id)
 
 
