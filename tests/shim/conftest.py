@@ -186,7 +186,13 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
-def shim_toml(
+def modbus_tcp(port: int) -> str:
+    """The TOML keys of a device on the test's Modbus TCP simulator (unit 1)."""
+    return f'transport = "tcp"\nhost = "127.0.0.1"\nport = {port}\nunit = 1'
+
+
+def shim_config(
+    tmp_path: Path,
     *,
     cp_id: str,
     csms_url: str,
@@ -194,12 +200,14 @@ def shim_toml(
     password: str,
     modbus_port: int,
     relay: str,
-    queue: Path,
     grace_s: float = 2.0,
     meter_interval_s: float = 1.0,
     extra: str = "",
-) -> str:
-    return f"""
+) -> Path:
+    """tmp_path/shim.toml: one connector, an SDM630 on the simulator, the queue tmp_path/queue.sqlite3."""
+    return write_config(
+        tmp_path / "shim.toml",
+        f"""
 [charge_point]
 id = "{cp_id}"
 csms_url = "{csms_url}"
@@ -210,10 +218,7 @@ heartbeat_s = 60
 
 [meter]
 driver = "sdm630"
-transport = "tcp"
-host = "127.0.0.1"
-port = {modbus_port}
-unit = 1
+{modbus_tcp(modbus_port)}
 poll_s = 0.1
 retries = 2
 fault_after = 2
@@ -223,7 +228,8 @@ timeout_s = 0.5
 {relay}
 
 [offline]
-queue = "{queue}"
+queue = "{tmp_path / "queue.sqlite3"}"
 grace_s = {grace_s}
 {extra}
-"""
+""",
+    )

@@ -14,13 +14,14 @@ from chargepoint_sim.shim.config import load_config
 from chargepoint_sim.shim.meters import PolledMeter
 from chargepoint_sim.shim.runner import Shim
 from tests.conftest import RunningServer
-from tests.shim.conftest import EVSE_REGISTER, ModbusSim, shim_toml, until, write_config
+from tests.shim.conftest import EVSE_REGISTER, ModbusSim, modbus_tcp, shim_config, until, write_config
 from tests.shim.test_shim_satwatt import (
     command,
     connected,
     register,
     relay_closed,
     relay_open,
+    relay_toml,
     running,
     session_state,
 )
@@ -42,18 +43,15 @@ def config_for(
     protocol: str,
     extra: str = "",
 ) -> Path:
-    return write_config(
-        tmp_path / "shim.toml",
-        shim_toml(
-            cp_id=cp_id,
-            csms_url=server.ocpp_url,
-            protocol=protocol,
-            password=password,
-            modbus_port=sim.port,
-            relay=f'driver = "file"\npath = "{tmp_path / "relay"}"',
-            queue=tmp_path / "queue.sqlite3",
-            extra=extra,
-        ),
+    return shim_config(
+        tmp_path,
+        cp_id=cp_id,
+        csms_url=server.ocpp_url,
+        protocol=protocol,
+        password=password,
+        modbus_port=sim.port,
+        relay=relay_toml("file", tmp_path, sim.port),
+        extra=extra,
     )
 
 
@@ -65,10 +63,7 @@ async def test_evse_current_register_follows_the_limits(
     evse = f"""
 [evse]
 driver = "modbus-current"
-transport = "tcp"
-host = "127.0.0.1"
-port = {sdm630.port}
-unit = 1
+{modbus_tcp(sdm630.port)}
 register = {EVSE_REGISTER}
 scale = 10
 min_amps = 6
@@ -111,10 +106,7 @@ async def test_car_input_starts_and_ends_the_transaction(
     ev = f"""
 [ev]
 driver = "modbus"
-transport = "tcp"
-host = "127.0.0.1"
-port = {sdm630.port}
-unit = 1
+{modbus_tcp(sdm630.port)}
 function = "coil"
 address = {EV_COIL}
 """

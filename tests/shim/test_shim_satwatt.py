@@ -28,7 +28,7 @@ import pytest
 from chargepoint_sim.shim.config import load_config
 from chargepoint_sim.shim.runner import Shim
 from tests.conftest import RunningServer
-from tests.shim.conftest import ModbusSim, TcpProxy, shim_toml, until, write_config
+from tests.shim.conftest import ModbusSim, TcpProxy, modbus_tcp, shim_config, until
 
 COIL = 3
 
@@ -48,10 +48,7 @@ async def register(api: httpx.AsyncClient, cp_id: str) -> str:
 def relay_toml(kind: str, tmp_path: Path, modbus_port: int) -> str:
     if kind == "file":
         return f'driver = "file"\npath = "{tmp_path / "relay"}"'
-    return (
-        f'driver = "modbus-coil"\ntransport = "tcp"\nhost = "127.0.0.1"\nport = {modbus_port}\n'
-        f"unit = 1\ncoil = {COIL}"
-    )
+    return f'driver = "modbus-coil"\n{modbus_tcp(modbus_port)}\ncoil = {COIL}'
 
 
 async def relay_closed(kind: str, tmp_path: Path, sim: ModbusSim) -> bool:
@@ -120,17 +117,14 @@ async def test_remote_start_meter_values_limits_and_stop(
     cp_id = f"SHIM-{protocol.replace('.', '')}"
     password = await register(api, cp_id)
     await sdm630.set_energy_kwh(12.345)
-    config = write_config(
-        tmp_path / "shim.toml",
-        shim_toml(
-            cp_id=cp_id,
-            csms_url=server.ocpp_url,
-            protocol=protocol,
-            password=password,
-            modbus_port=sdm630.port,
-            relay=relay_toml(relay, tmp_path, sdm630.port),
-            queue=tmp_path / "queue.sqlite3",
-        ),
+    config = shim_config(
+        tmp_path,
+        cp_id=cp_id,
+        csms_url=server.ocpp_url,
+        protocol=protocol,
+        password=password,
+        modbus_port=sdm630.port,
+        relay=relay_toml(relay, tmp_path, sdm630.port),
     )
     if relay == "modbus-coil":
         await sdm630.set_coil(COIL, True)  # left closed by whatever ran before: opened at start
@@ -237,18 +231,15 @@ async def test_offline_grace_opens_the_relay_and_the_queue_is_replayed_in_order(
     await sdm630.set_power_w(7000.0)
     queue = tmp_path / "queue.sqlite3"
     async with proxied(server) as proxy:
-        config = write_config(
-            tmp_path / "shim.toml",
-            shim_toml(
-                cp_id=cp_id,
-                csms_url=f"ws://127.0.0.1:{proxy.port}/ocpp",
-                protocol=protocol,
-                password=password,
-                modbus_port=sdm630.port,
-                relay=relay_toml("file", tmp_path, sdm630.port),
-                queue=queue,
-                grace_s=2.0,
-            ),
+        config = shim_config(
+            tmp_path,
+            cp_id=cp_id,
+            csms_url=f"ws://127.0.0.1:{proxy.port}/ocpp",
+            protocol=protocol,
+            password=password,
+            modbus_port=sdm630.port,
+            relay=relay_toml("file", tmp_path, sdm630.port),
+            grace_s=2.0,
         )
         async with running(config) as shim:
             cp = shim.cp
@@ -330,18 +321,15 @@ async def test_kill_9_and_restart_loses_nothing(
     await sdm630.set_power_w(7000.0)
     queue = tmp_path / "queue.sqlite3"
     async with proxied(server) as proxy:
-        config = write_config(
-            tmp_path / "shim.toml",
-            shim_toml(
-                cp_id=cp_id,
-                csms_url=f"ws://127.0.0.1:{proxy.port}/ocpp",
-                protocol=protocol,
-                password=password,
-                modbus_port=sdm630.port,
-                relay=relay_toml("file", tmp_path, sdm630.port),
-                queue=queue,
-                grace_s=60.0,
-            ),
+        config = shim_config(
+            tmp_path,
+            cp_id=cp_id,
+            csms_url=f"ws://127.0.0.1:{proxy.port}/ocpp",
+            protocol=protocol,
+            password=password,
+            modbus_port=sdm630.port,
+            relay=relay_toml("file", tmp_path, sdm630.port),
+            grace_s=60.0,
         )
         first = await spawn_shim(config)
         try:
@@ -390,17 +378,14 @@ async def test_meter_read_errors_become_a_fault(
     cp_id = f"MF-{protocol.replace('.', '')}"
     password = await register(api, cp_id)
     await sdm630.set_energy_kwh(5.0)
-    config = write_config(
-        tmp_path / "shim.toml",
-        shim_toml(
-            cp_id=cp_id,
-            csms_url=server.ocpp_url,
-            protocol=protocol,
-            password=password,
-            modbus_port=sdm630.port,
-            relay=relay_toml("file", tmp_path, sdm630.port),
-            queue=tmp_path / "queue.sqlite3",
-        ),
+    config = shim_config(
+        tmp_path,
+        cp_id=cp_id,
+        csms_url=server.ocpp_url,
+        protocol=protocol,
+        password=password,
+        modbus_port=sdm630.port,
+        relay=relay_toml("file", tmp_path, sdm630.port),
     )
     async with running(config) as shim:
         cp = shim.cp
