@@ -118,9 +118,12 @@ class ReadyServer(uvicorn.Server):
             self.ready.set()
 
 
-async def start_server(settings: Settings, api_key: str) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    """satwatt served as ``csms serve`` serves it (TLS included), on a free port of 127.0.0.1."""
-    app = create_app(settings, ApiKey.from_plain(api_key))
+async def start_server(
+    settings: Settings, api_key: str | ApiKey
+) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """satwatt served as ``csms serve`` serves it (TLS included), on a free port of 127.0.0.1; the key
+    plain, or as ``csms serve`` loads it (an ApiKey)."""
+    app = create_app(settings, ApiKey.from_plain(api_key) if isinstance(api_key, str) else api_key)
     config = uvicorn_config(app, settings, host="127.0.0.1", port=0, ws_ping_interval=None, log_level="info")
     server = ReadyServer(config)
     task = asyncio.create_task(server.serve(sockets=None))

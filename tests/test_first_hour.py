@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from pydantic import TypeAdapter
 from rich.console import Console
@@ -30,34 +29,18 @@ from typer.testing import CliRunner
 from chargepoint_sim.cli import app as sim_cli
 from chargepoint_sim.payer import PayerStats
 from csms.api.schemas import CommandBody
-from csms.app import create_app
 from csms.cli import cli
 from csms.demo import Demo, DemoOptions, Visit
-from csms.security import ApiKey, load_or_create_api_key
-from csms.server_config import uvicorn_config, websocket_frame_cap
+from csms.security import load_or_create_api_key
+from csms.server_config import websocket_frame_cap
 from csms.settings import Settings, SettingsError, load_settings
-from tests.conftest import ReadyServer, RunningServer, start_server
+from tests.conftest import RunningServer, start_server
 from tests.ocpp_clients import basic_auth, connect_charger
 from tests.test_ocpp16 import register
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM = str(Path(sys.executable).parent / "chargepoint-sim")
 SIMNET = str(Path(sys.executable).parent / "lightning-simnet")
-
-
-async def start_server_with_key(
-    settings: Settings, api_key: ApiKey
-) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    """satwatt as `csms serve` runs it, with the key `csms serve` loads (conftest's takes a plain key)."""
-    app = create_app(settings, api_key)
-    server = ReadyServer(uvicorn_config(app, settings, host="127.0.0.1", port=0, ws_ping_interval=None))
-    task = asyncio.create_task(server.serve())
-    ready = asyncio.create_task(server.ready.wait())
-    await asyncio.wait([task, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
-    if not server.ready.is_set():
-        ready.cancel()
-        raise RuntimeError("satwatt did not start listening")
-    return server, task, server.servers[0].sockets[0].getsockname()[1]
 
 
 class _AssetLinks(HTMLParser):
@@ -313,8 +296,10 @@ async def test_a_refused_charger_is_one_info_line_with_its_reason(
     for charger_id, (headers, status, reason) in refusals.items():
         with pytest.raises(websockets.InvalidStatus) as refused:
             async with websockets.connect(
-                f"{server.ocpp_url}/{charger_id}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-                additional_headers=headers, open_timeout=10,
+                f"{server.ocpp_url}/{charger_id}",
+                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                additional_headers=headers,
+                open_timeout=10,
             ):
                 pass  # fmt: skip
         assert refused.value.response.status_code == status
@@ -333,7 +318,7 @@ async def test_a_rotated_api_key_works_at_once_and_the_old_one_stops(tmp_path: P
     old_key_digest, old_key = load_or_create_api_key(data_dir, None)
     assert old_key is not None
     settings = Settings(data_dir=data_dir, simnet_port=0, simnet_cars=1)
-    uv_server, task, port = await start_server_with_key(settings, old_key_digest)
+    uv_server, task, port = await start_server(settings, old_key_digest)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
 
@@ -395,7 +380,9 @@ async def test_frames_above_the_hard_cap_close_with_1009_and_are_logged(
     assert server.settings.ocpp_max_message_bytes < 100_000 < cap < 5_000_000
     await register(api, "CP-big")
     async with websockets.connect(
-        f"{server.ocpp_url}/CP-big", subprotocols=["ocpp2.0.1"], max_size=None  # type: ignore[list-item]
+        f"{server.ocpp_url}/CP-big",
+        subprotocols=["ocpp2.0.1"],
+        max_size=None,  # type: ignore[list-item]
     ) as connection:
         await connection.send(json.dumps([2, "m1", "Heartbeat", {"pad": "x" * 100_000}]))
         answer = json.loads(await asyncio.wait_for(connection.recv(), 10))
