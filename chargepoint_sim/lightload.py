@@ -253,7 +253,7 @@ class LightCharger:
         "ws",
     )
 
-    def __init__(self, load: LightLoad, cid: str, charges: bool = True) -> None:
+    def __init__(self, load: LightLoad, cid: str, charges: bool = True, url_index: int = 0) -> None:
         self.load = load
         self.cid = cid
         self.charges = charges  # starts a transaction; otherwise stays idle, heartbeating
@@ -271,7 +271,7 @@ class LightCharger:
         self.in_call = False
         self.booted_at = -1.0  # seconds since t0 of the last accepted boot
         self.online = False
-        self.url_index = load._index_of_new() % len(load.cfg.urls)  # spread over the URLs
+        self.url_index = url_index % len(load.cfg.urls)  # the fleet spread over the URLs by index
 
     @property
     def url(self) -> str:
@@ -595,10 +595,9 @@ class LightLoad:
     def __init__(self, cfg: LightConfig) -> None:
         self.cfg = cfg
         self.stats = LightStats()
-        self._created = 0
         f = cfg.charging_fraction
         self.chargers = [  # charging ones spread evenly: charger i charges when floor((i+1)f) > floor(if)
-            LightCharger(self, cfg.id_pattern.format(n=cfg.first_index + i), int((i + 1) * f) > int(i * f))
+            LightCharger(self, cfg.id_pattern.format(n=cfg.first_index + i), int((i + 1) * f) > int(i * f), i)
             for i in range(cfg.chargers)
         ]
         self._index = {c.cid: i for i, c in enumerate(self.chargers)}
@@ -616,11 +615,6 @@ class LightLoad:
         self._finish = asyncio.Event()
         self._freezer: asyncio.Task[None] | None = None
         self.connecting = asyncio.Semaphore(cfg.max_connecting) if cfg.max_connecting else None
-
-    def _index_of_new(self) -> int:
-        """The index of the charger being created (spreads the fleet over the URLs)."""
-        self._created += 1
-        return self._created - 1
 
     def by_url(self) -> dict[str, list[LightCharger]]:
         """The chargers by the URL each is connected (or connecting) to."""
