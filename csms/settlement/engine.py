@@ -58,6 +58,8 @@ from csms.settlement.bill import compute_bill, session_state
 from csms.settlement.metrics import SettlementMetrics
 from csms.settlement.metrics import now as monotonic_now
 from csms.settlement.session import (
+    Invoice,
+    InvoiceKind,
     InvoiceStatus,
     SessionSettlement,
     UnknownInvoiceError,
@@ -677,43 +679,10 @@ class SettlementEngine:
                 "kind": "deposit" if deposit else "prepay",
                 "description_hash": description_hash.hex(),
             }
-            action = _Action(key, number, "IssueDeposit" if deposit else "IssueInvoice", payload, 0)
-            unit.add(
-                self._insert_action,
-                {
-                    "key": key,
-                    "session_number": number,
-                    "kind": action.kind,
-                    "payload": payload,
-                    "status": "pending",
-                    "attempts": 0,
-                    "last_error": None,
-                    "created_at": now,
-                    "done_at": None,
-                },
+            action = self._stage_action(
+                unit, number, key, "IssueDeposit" if deposit else "IssueInvoice", payload, now
             )
-            self._by_payment_hash[self.payment_hash(key)] = (number, key)
-            unit.add(
-                self._insert_invoice,
-                {
-                    "key": key,
-                    "session_number": number,
-                    "seq": invoice.seq,
-                    "kind": "deposit" if deposit else "prepay",
-                    "payment_hash": self.payment_hash(key),
-                    "bolt11": None,
-                    "amount_msat": amount_msat,
-                    "energy_wh": invoice.energy_wh,
-                    "price_msat_per_kwh": price,
-                    "fee_msat": invoice.fee_msat,
-                    "status": "creating",
-                    "created_at": now,
-                    "expires_at": expires_at,
-                    "paid_at": None,
-                    "amount_paid_msat": None,
-                    "settle_index": None,
-                },
-            )
+            self._stage_invoice_row(unit, number, invoice)
             unit.on_commit(lambda: self._enqueue([action]))
 
         self._step(number, entry, fact, unit, within=stage)
@@ -809,16 +778,17 @@ class SettlementEngine:
             raise
         return result
 
-    def _stage_decision(self, unit: Unit, number: int, decision: policy.Decision, now: datetime) -> _Action:
-        """Stage ``decision`` in the outbox (and what it records at once); the action to carry out."""
-        action = _Action(decision.key, number, type(decision).__name__, jsonable(decision), 0)
+    def _stage_action(
+        self, unit: Unit, number: int, key: str, kind: str, payload: dict[str, Any], now: datetime
+    ) -> _Action:
+        """Stage an action in the outbox; the action to carry out once committed."""
         unit.add(
             self._insert_action,
             {
-                "key": decision.key,
+                "key": key,
                 "session_number": number,
-                "kind": action.kind,
-                "payload": action.payload,
+                "kind": kind,
+                "payload": payload,
                 "status": "pending",
                 "attempts": 0,
                 "last_error": None,
@@ -826,28 +796,56 @@ class SettlementEngine:
                 "done_at": None,
             },
         )
+        return _Action(key, number, kind, payload, 0)
+
+    def _stage_invoice_row(self, unit: Unit, number: int, invoice: Invoice) -> None:
+        """Stage the ledger row of an invoice about to be created at the node (and know its hash)."""
+        self._by_payment_hash[self.payment_hash(invoice.key)] = (number, invoice.key)
+        unit.add(
+            self._insert_invoice,
+            {
+                "key": invoice.key,
+                "session_number": number,
+                "seq": invoice.seq,
+                "kind": invoice.kind.value,
+                "payment_hash": self.payment_hash(invoice.key),
+                "bolt11": None,
+                "amount_msat": invoice.amount_msat,
+                "energy_wh": invoice.energy_wh,
+                "price_msat_per_kwh": invoice.price_msat_per_kwh,
+                "fee_msat": invoice.fee_msat,
+                "status": "creating",
+                "created_at": invoice.created_at,
+                "expires_at": invoice.expires_at,
+                "paid_at": None,
+                "amount_paid_msat": None,
+                "settle_index": None,
+            },
+        )
+
+    def _stage_decision(self, unit: Unit, number: int, decision: policy.Decision, now: datetime) -> _Action:
+        """Stage ``decision`` in the outbox (and what it records at once); the action to carry out."""
+        action = self._stage_action(
+            unit, number, decision.key, type(decision).__name__, jsonable(decision), now
+        )
         if isinstance(decision, policy.IssueInvoice | policy.IssueFinalInvoice):
-            self._by_payment_hash[self.payment_hash(decision.key)] = (number, decision.key)
-            unit.add(
-                self._insert_invoice,
-                {
-                    "key": decision.key,
-                    "session_number": number,
-                    "seq": decision.seq,
-                    "kind": "final" if isinstance(decision, policy.IssueFinalInvoice) else "increment",
-                    "payment_hash": self.payment_hash(decision.key),
-                    "bolt11": None,
-                    "amount_msat": decision.amount_msat,
-                    "energy_wh": decision.energy_wh,
-                    "price_msat_per_kwh": decision.price_msat_per_kwh,
-                    "fee_msat": decision.fee_msat,
-                    "status": "creating",
-                    "created_at": decision.at,
-                    "expires_at": decision.expires_at,
-                    "paid_at": None,
-                    "amount_paid_msat": None,
-                    "settle_index": None,
-                },
+            self._stage_invoice_row(
+                unit,
+                number,
+                Invoice(
+                    key=decision.key,
+                    seq=decision.seq,
+                    kind=InvoiceKind.FINAL
+                    if isinstance(decision, policy.IssueFinalInvoice)
+                    else InvoiceKind.INCREMENT,
+                    energy_wh=decision.energy_wh,
+                    price_msat_per_kwh=decision.price_msat_per_kwh,
+                    fee_msat=decision.fee_msat,
+                    amount_msat=decision.amount_msat,
+                    status=InvoiceStatus.OPEN,
+                    created_at=decision.at,
+                    expires_at=decision.expires_at,
+                ),
             )
         elif isinstance(decision, policy.ExpireInvoice | policy.CancelInvoice | policy.CancelDeposit):
             status = "expired" if isinstance(decision, policy.ExpireInvoice) else "canceled"
@@ -1011,18 +1009,9 @@ class SettlementEngine:
         if arrived is not None:
             self.metrics.observe_invoice_request(*arrived)
         try:
-            if description_hash is not None:
-                invoice = await self.backend.create_invoice(
-                    payload["amount_msat"],
-                    memo,
-                    expiry_s,
-                    preimage=preimage,
-                    description_hash=description_hash,
-                )
-            else:
-                invoice = await self.backend.create_invoice(
-                    payload["amount_msat"], memo, expiry_s, preimage=preimage
-                )
+            invoice = await self.backend.create_invoice(
+                payload["amount_msat"], memo, expiry_s, preimage=preimage, description_hash=description_hash
+            )
             self.metrics.issued.inc()
         except DuplicateInvoice:  # created before a crash: the same preimage gives the same invoice
             invoice = await self.backend.lookup_invoice(hashlib.sha256(preimage).digest())
