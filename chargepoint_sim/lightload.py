@@ -504,10 +504,14 @@ class LightCharger:
                 await self._connect()
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 stats.connect_failures += 1
+                delay = backoff * (0.5 + random.random())
                 if isinstance(exc, InvalidStatus):
-                    load.refused[exc.response.status_code] += 1
+                    status = exc.response.status_code
+                    load.refused[status] += 1
+                    if status in (429, 503):  # busy: not before the server's Retry-After
+                        delay = max(delay, _retry_after(exc.response.headers.get("Retry-After")))
                 self._next_url()
-                await asyncio.sleep(backoff * (0.5 + random.random()))
+                await asyncio.sleep(delay)
                 backoff = min(cfg.reconnect_max_s, backoff * 2)
                 continue
             stats.connects += 1

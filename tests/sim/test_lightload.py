@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
+import websockets
 from ocpp.v16 import call as c16
 from typer.testing import CliRunner
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
 
 from chargepoint_sim.cli import app
 from chargepoint_sim.lightload import LightConfig, LightLoad
@@ -245,3 +249,26 @@ def test_retry_after_is_read_in_seconds_and_bounded() -> None:
 
     assert _retry_after("5") == 5.0 and _retry_after(None) == 0.0 and _retry_after("-3") == 0.0
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and _retry_after("99999") == 300.0
+
+
+async def test_a_429_s_retry_after_is_waited_out() -> None:
+    attempts = 0
+
+    def busy(connection: ServerConnection, request: Request) -> Response:
+        nonlocal attempts
+        attempts += 1
+        response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections\n")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    async def never(connection: ServerConnection) -> None:
+        raise AssertionError("no handshake is admitted")
+
+    async with websockets.serve(never, "127.0.0.1", 0, process_request=busy) as server:
+        port = server.sockets[0].getsockname()[1]
+        fleet = LightLoad(_config(f"ws://127.0.0.1:{port}/ocpp", chargers=1))
+        await fleet.start()
+        await asyncio.sleep(1.5)  # the back-off alone (0.05-0.2 s) would try about ten times
+        await fleet.stop()
+
+    assert fleet.refused[429] == attempts and 1 <= attempts <= 2
