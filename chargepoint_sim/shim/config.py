@@ -39,7 +39,8 @@ REGISTER_WORDS = {
     "int64": 4,
     "uint64": 4,
 }
-CHARGER_ID = re.compile(r"^[A-Za-z0-9._:*+|@-]{1,20}$")
+# the characters satwatt accepts in a charger id (csms/ocpp/server.py CHARGER_ID; it answers any other 404)
+CHARGER_ID = re.compile(r"^[A-Za-z0-9._~\-@#*+]{1,20}$")
 
 
 class ConfigError(ValueError):
@@ -531,7 +532,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> ShimConfig
     assert cp_id is not None
     if not CHARGER_ID.match(cp_id):
         raise cpt.fail(
-            "id", f"must be 1-20 letters, digits or ._:*+|@- (as registered in satwatt), got {cp_id!r}"
+            "id", f"must be 1-20 letters, digits or ._~-@#*+ (as registered in satwatt), got {cp_id!r}"
         )
     url = cpt.string("csms_url", required=True)
     assert url is not None

@@ -60,6 +60,7 @@ def test_a_minimal_config_gets_the_defaults() -> None:
         ("charge_point.csms_url", "http://x/ocpp", "charge_point.csms_url: must be a ws:// or wss:// URL"),
         ("charge_point.id", None, "charge_point.id: is required"),
         ("charge_point.id", "has space", "charge_point.id: must be 1-20"),
+        ("charge_point.id", "CP:1", "charge_point.id: must be 1-20"),  # satwatt would answer 404
         ("charge_point.protocol", "2.0", "charge_point.protocol: must be one of '1.6', '2.0.1'"),
         ("charge_point.password", "short", "charge_point.password: must be 16-20 characters"),
         ("charge_point.meter_interval_s", 0, "charge_point.meter_interval_s: must be > 0"),
