@@ -344,17 +344,24 @@ async def session_state(
 
 @router.get("/s/{session_id}", response_class=HTMLResponse)
 async def session_page(request: Request, session_id: str) -> HTMLResponse:
+    service = _service(request)
+    # The page follows the events after the newest one read here, so it is read before the state the
+    # page shows: an event committed in between (say, the close that follows the stop button) then
+    # still reaches the page, which refreshes. Read the other way round, a close landing between the
+    # two reads left the page showing "charging" with nothing more to come.
+    async with service.db() as db:
+        last_event = await db.scalar(
+            select(func.max(SessionEvent.id))
+            .join(ChargingSession, ChargingSession.number == SessionEvent.session_number)
+            .where(ChargingSession.id == session_id)
+        )
     try:
         session, settlement, token = await _driver_session(request, session_id)
     except NotYours:
         return _not_yours(request, session_id)
-    service = _service(request)
     out = await session_out(request, session, settlement)
     state = await session_state(request, session, settlement, out)
     async with service.db() as db:
-        last_event = await db.scalar(
-            select(func.max(SessionEvent.id)).where(SessionEvent.session_number == session.number)
-        )
         samples = list(
             await db.scalars(
                 select(MeterSample)

@@ -22,14 +22,8 @@ pytestmark = pytest.mark.browser
 
 
 async def test_prepay_from_the_sticker_charge_and_withdraw_from_the_receipt(
-    server: RunningServer, stations: Callable[..., Any], request: pytest.FixtureRequest
+    server: RunningServer, stations: Callable[..., Any]
 ) -> None:
-    if server.settings.resolved_database_url.startswith("postgresql"):
-        # Known, intermittent, not yet understood (issue 10 left open for it): on PostgreSQL the page
-        # sometimes still shows "charging" 30 s after its stop button (3 runs of 4 on 2026-11-30), though
-        # the charger's StopTransaction came and settlement closed the session. Reported as XFAIL/XPASS
-        # in every run until fixed.
-        request.node.add_marker(pytest.mark.xfail(reason="PostgreSQL: receipt sometimes missing after stop"))
     station = await stations("LNURL-1", "1.6", prepay_min_msat=1_000_000, prepay_max_msat=2_000_000)
     await station.cp.plug_in(1, ev="sedan", soc=0.3)
     simnet = server.app.state.lightning.simnet
