@@ -117,6 +117,26 @@ async def test_a_201_register_of_10_to_the_18_wh_is_not_energy(
     assert (await anomaly_counts(api))[REGISTER_OUT_OF_RANGE] == 1
 
 
+async def test_an_implausible_201_stop_reading_is_flagged_once_and_not_the_meter_stop(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """The Ended event's final register is one of its sampled values: below the previous reading, it is
+    flagged once (as a sample, not again as a stop reading) and the session has no meter_stop_wh."""
+    await register(api, "CP-low-stop")
+    async with connect_charger(server.ocpp_url, "CP-low-stop", "2.0.1") as cp:
+        begin = [meter(1000, 0, 0, "Transaction.Begin")]
+        await cp.call(event("Started", 0, 0, tx="LOW", trigger="Authorized", id_token="T", values=begin))
+        await cp.call(event("Updated", 1, 60, tx="LOW", values=[meter(1500, 11_000, 60)]))
+        end = [meter(1200, 0, 120, "Transaction.End")]
+        assert await cp.call(event("Ended", 2, 120, tx="LOW", stopped="EVDisconnected", values=end))
+    detail = await only_session(api, "CP-low-stop")
+    assert detail["state"] == "ended" and detail["energy_wh"] == 500
+    assert detail["meter_stop_wh"] is None
+    flagged = [(p["register_wh"], p["anomaly"]) for p in detail["meter_series"] if p["anomaly"]]
+    assert flagged == [(1200, REGISTER_DECREASED)]
+    assert (await anomaly_counts(api))[REGISTER_DECREASED] == 1
+
+
 async def test_a_negative_meter_start_and_a_reading_from_the_year_9999(
     server: RunningServer, api: httpx.AsyncClient
 ) -> None:

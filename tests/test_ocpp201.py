@@ -175,6 +175,66 @@ async def test_transaction_events_started_updated_ended(
     assert [p["power_w"] for p in detail["meter_series"]] == [0, 14500, 14500, 0]
 
 
+async def test_ended_final_register_is_the_sessions_meter_stop(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """2.0.1 has no meterStop: the session's meter_stop_wh is the Ended event's final energy register
+    (its Transaction.End reading), in whole Wh whatever the unit and multiplier; an Ended event without
+    an energy register leaves it None."""
+    await register(api, "CP201-stop")
+    kwh_milli = {  # 5678.9 Wh, sent as 5678.9 x 10^-3 kWh
+        "timestamp": at(230),
+        "sampled_value": [
+            {
+                "value": 5678.9,
+                "measurand": "Energy.Active.Import.Register",
+                "context": "Transaction.End",
+                "unit_of_measure": {"unit": "kWh", "multiplier": -3},
+            }
+        ],
+    }
+    power_only = {
+        "timestamp": at(330),
+        "sampled_value": [{"value": 0, "measurand": "Power.Active.Import", "context": "Transaction.End"}],
+    }
+    async with connect_charger(server.ocpp_url, "CP201-stop", "2.0.1") as cp:
+        await cp.call(event("Started", 0, 0, tx="WH", values=[meter(5000, 0, 0, "Transaction.Begin")]))
+        await cp.call(
+            event(
+                "Ended",
+                1,
+                30,
+                tx="WH",
+                stopped="EVDisconnected",
+                # a periodic sample sent with the Ended event: the Transaction.End one is the stop reading
+                values=[meter(5100, 7000, 20), meter(5150.9, 0, 30, "Transaction.End")],
+            )
+        )
+        begin = meter(5.2, 0, 100, "Transaction.Begin", unit="kWh")
+        await cp.call(event("Started", 0, 100, tx="KWH", values=[begin]))
+        end = meter(5.345, 0, 130, "Transaction.End", unit="kWh")
+        await cp.call(event("Ended", 1, 130, tx="KWH", stopped="Local", values=[end]))
+        begin = meter(5600, 0, 200, "Transaction.Begin")
+        await cp.call(event("Started", 0, 200, tx="MILLI", values=[begin]))
+        await cp.call(event("Ended", 1, 230, tx="MILLI", stopped="Local", values=[kwh_milli]))
+        await cp.call(event("Started", 0, 300, tx="NONE", values=[meter(6000, 0, 300, "Transaction.Begin")]))
+        await cp.call(event("Ended", 1, 330, tx="NONE", stopped="Local", values=[power_only]))
+    sessions = (await api.get("/api/v1/sessions", params={"charger_id": "CP201-stop"})).json()
+    by_tx = {s["ocpp_transaction_id"]: s for s in sessions}
+    assert {tx: s["state"] for tx, s in by_tx.items()} == dict.fromkeys(
+        ["WH", "KWH", "MILLI", "NONE"], "ended"
+    )
+    stops = {tx: (s["meter_start_wh"], s["meter_stop_wh"], s["energy_wh"]) for tx, s in by_tx.items()}
+    assert stops == {
+        "WH": (5000, 5150, 150),  # 5150.9 Wh: a Wh not yet completed is not delivered
+        "KWH": (5200, 5345, 145),
+        "MILLI": (5600, 5678, 78),
+        "NONE": (6000, None, 0),
+    }
+    detail = (await api.get(f"/api/v1/sessions/{by_tx['KWH']['id']}")).json()
+    assert detail["meter_stop_wh"] == 5345
+
+
 async def test_duplicate_seqno_counts_once_and_ended_is_final(
     server: RunningServer, api: httpx.AsyncClient
 ) -> None:

@@ -645,15 +645,21 @@ class ChargingService:
             account.start(start_wh, message.timestamp)
         if message.connector_id is not None and session.connector_id is None:
             session.connector_id = message.connector_id
+        plausible: list[Reading] = []
         changed = self._add_meter_values(
-            unit, session, message.meter_values, source=f"tx.{message.kind}", flagged=flagged
+            unit,
+            session,
+            message.meter_values,
+            source=f"tx.{message.kind}",
+            flagged=flagged,
+            plausible=plausible,
         )
         if message.kind == "ended" and not account.closed:
             meter_stop_wh = message.meter_stop_wh
-            if meter_stop_wh is not None and not self._plausible_register(
-                unit, session, "meterStop", meter_stop_wh, message, flagged
+            if meter_stop_wh is not None and not self._plausible_stop(
+                unit, session, meter_stop_wh, message, plausible, flagged
             ):
-                meter_stop_wh = None  # kept as received in the transaction event and the anomaly event
+                meter_stop_wh = None  # kept as received in the transaction event (and anomaly or sample)
             self._end(session, meter_stop_wh, message.timestamp, message.stop_reason)
             live.retire(session)
             updates.append(self._update(session, "ended", message.timestamp))
@@ -781,11 +787,12 @@ class ChargingService:
         *,
         source: str,
         flagged: list[str],
+        plausible: list[Reading] | None = None,
     ) -> bool:
         """Store each meter value and apply the plausible ones to the session (an implausible one is
         stored flagged, logged as an ``anomaly`` event and never applied, see
         :mod:`csms.charging.plausibility`); True when the session changed. The reasons of new
-        anomalies are added to ``flagged``."""
+        anomalies are added to ``flagged``, the plausible readings to ``plausible`` when given."""
         values = sorted(values, key=lambda v: v.timestamp)
         if not values:
             return False
@@ -824,6 +831,8 @@ class ChargingService:
                     unit, session, "sample", source, reading.timestamp, reading.energy_register_wh,
                     reading.power_w, anomaly, now, flagged,
                 )  # fmt: skip
+        if plausible is not None:
+            plausible.extend(readings)
         changed = False
         for reading in readings:
             if reading.energy_register_wh is not None and account.apply(
@@ -866,6 +875,24 @@ class ChargingService:
                 unit, session, name, source, message.timestamp, register_wh, None, anomaly, now, flagged
             )
         return anomaly is None
+
+    def _plausible_stop(
+        self,
+        unit: Unit,
+        session: LiveSession,
+        register_wh: int,
+        message: TransactionMessage,
+        plausible: list[Reading],
+        flagged: list[str],
+    ) -> bool:
+        """Judge the register a transaction ended on: a 1.6 meterStop here; a 2.0.1 one is one of the
+        Ended event's meter values (``meter_stop_at``), already judged with them (``plausible``), so it
+        is neither judged nor flagged a second time."""
+        if message.meter_stop_at is None:
+            return self._plausible_register(unit, session, "meterStop", register_wh, message, flagged)
+        return any(
+            r.timestamp == message.meter_stop_at and r.energy_register_wh == register_wh for r in plausible
+        )
 
     @staticmethod
     def _stage_anomaly(

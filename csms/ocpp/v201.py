@@ -7,10 +7,12 @@ profile); the EVSE's physical connector is kept as ``plug_id``.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, ClassVar
 
 from csms.charging import commands as cmd
-from csms.charging.events import Authorization, BootInfo, ConnectorStatus, TransactionMessage
+from csms.charging.events import Authorization, BootInfo, ConnectorStatus, MeterValue, TransactionMessage
+from csms.charging.metering import normalise
 from csms.ocpp.adapter import ProtocolAdapter
 from csms.ocpp.rpc import HandlerResult
 
@@ -55,6 +57,22 @@ def _token_info(authorization: Authorization) -> dict[str, Any]:
     if authorization.expires_at is not None:
         info["cacheExpiryDateTime"] = authorization.expires_at.isoformat().replace("+00:00", "Z")
     return info
+
+
+def _final_register(values: tuple[MeterValue, ...]) -> tuple[int, datetime] | None:
+    """The register (integer Wh) an Ended event's meter values end on, and its timestamp: the latest
+    Transaction.End reading, else the latest reading with an energy register; None without one."""
+    readings = [
+        reading
+        for value in values
+        if (reading := normalise(value.timestamp, value.sampled_values)).energy_register_wh is not None
+    ]
+    final = [r for r in readings if r.context == "Transaction.End"] or readings
+    if not final:
+        return None
+    reading = max(reversed(final), key=lambda r: r.timestamp)  # of equal timestamps, the last sent
+    assert reading.energy_register_wh is not None
+    return reading.energy_register_wh, reading.timestamp
 
 
 def _component_variable(key: str) -> dict[str, Any]:
@@ -121,6 +139,9 @@ class V201Adapter(ProtocolAdapter):
         if token.get("type") == "NoAuthorization":
             id_tag = None
         evse = payload.get("evse") or {}
+        meter_values = self.meter_values(payload.get("meterValue"))
+        ended = payload["eventType"] == "Ended"
+        stop = _final_register(meter_values) if ended else None
         message = TransactionMessage(
             kind={"Started": "started", "Updated": "updated", "Ended": "ended"}[payload["eventType"]],  # type: ignore[arg-type]
             timestamp=self.timestamp(payload),
@@ -129,11 +150,13 @@ class V201Adapter(ProtocolAdapter):
             ocpp_transaction_id=info["transactionId"],
             connector_id=evse.get("id"),
             id_tag=id_tag,
-            meter_values=self.meter_values(payload.get("meterValue")),
+            meter_stop_wh=stop[0] if stop else None,
+            meter_stop_at=stop[1] if stop else None,
+            meter_values=meter_values,
             seq_no=payload["seqNo"],
             trigger_reason=payload["triggerReason"],
             offline=bool(payload.get("offline", False)),
-            stop_reason=info.get("stoppedReason") if payload["eventType"] == "Ended" else None,
+            stop_reason=info.get("stoppedReason") if ended else None,
             remote_start_id=info.get("remoteStartId"),
         )
         outcome = await self.service.transaction(self.charger_id, message)

@@ -178,8 +178,7 @@ async def test_remote_start_meter_values_limits_and_stop(
         ended = await session(api, sid)
         assert ended["energy_wh"] == 355
         assert registers(ended["meter_series"])[-1] == 12700
-        if protocol == "1.6":  # satwatt keeps meterStop of 1.6; 2.0.1's Ended event carries it as a sample
-            assert ended["meter_stop_wh"] == 12700
+        assert ended["meter_stop_wh"] == 12700  # 1.6's meterStop, 2.0.1's Ended event's final register
     assert await relay_open(relay, tmp_path, sdm630)
 
 
