@@ -7,7 +7,9 @@
   secret ``k1``. While that prepaid session runs, the same LNURL with ``?k1=`` answers a LUD-03
   ``withdrawRequest`` (anyone else: an LNURL error): it stops the charge and offers what was not used.
 * ``GET /lnurlw/{session}?k1=`` (the receipt's withdraw QR, any payment mode): the refundable amount.
-* ``GET /lnurl/topup/{session}?k1=``: another prepayment for a running prepaid session.
+* ``GET /lnurl/topup/{session}?k1=``: another prepayment for a running prepaid session (as the session
+  page's and the API's plain-invoice top-up, :func:`csms.api.sessions.top_up`; in cluster mode the
+  charger's owner issues the invoice).
 
 Every refusal is LNURL's ``{"status": "ERROR", "reason": ...}`` (HTTP 200, as wallets expect) and moves
 nothing. Amounts are integer msat.
@@ -26,13 +28,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from csms import lnurl
+from csms.api import sessions as sessions_api
+from csms.api.problems import Problem
 from csms.api.schemas import CHARGER_ID_PATTERN
 from csms.charging import commands as cmd
 from csms.db.models import Charger, ChargingSession, LightningInvoice, Settlement
 from csms.settlement.engine import SettlementEngine, charger_tariff
 from csms.settlement.refunds import RefundDesk, WithdrawRefused
 from csms.settlement.session import SessionSettlement, record_transaction_ended
-from csms.settlement.tariff import Tariff, prepay_bounds, price_at
+from csms.settlement.tariff import Tariff, prepay_bounds, prepay_refusal, price_at
 
 router = APIRouter(tags=["lnurl"])
 _CHARGER_ID = re.compile(CHARGER_ID_PATTERN)
@@ -98,10 +102,7 @@ def _amount_refusal(amount: str, tariff: Tariff) -> str | None:
     """Why a wallet's ``amount`` (msat) cannot be a prepayment or top-up under ``tariff``, or None."""
     if not amount.isdigit() or len(amount) > 18:
         return "amount must be a whole number of millisatoshis"
-    least, most = prepay_bounds(tariff, datetime.now(UTC))
-    if not least <= int(amount) <= most:
-        return f"amount must be between {least} and {most} msat"
-    return None
+    return prepay_refusal(tariff, int(amount), datetime.now(UTC))
 
 
 def pay_metadata(charger_id: str, connector_id: int, tariff: Tariff, now: datetime) -> str:
@@ -260,11 +261,14 @@ async def connector_pay_callback(
     )
 
 
-async def _first_bolt11(request: Request, session_number: int, key: str | None = None) -> str | None:
+async def _first_bolt11(request: Request, session_number: int) -> str | None:
     async with request.app.state.service.db() as db:
-        query = select(LightningInvoice.bolt11).where(LightningInvoice.session_number == session_number)
-        query = query.where(LightningInvoice.key == key) if key else query.order_by(LightningInvoice.seq)
-        return await db.scalar(query.limit(1))
+        return await db.scalar(
+            select(LightningInvoice.bolt11)
+            .where(LightningInvoice.session_number == session_number)
+            .order_by(LightningInvoice.seq)
+            .limit(1)
+        )
 
 
 # ------------------------------------------------------------------------------ top-up
@@ -318,19 +322,14 @@ async def topup_callback(request: Request, session_id: str, k1: str = "", amount
     refusal = _amount_refusal(amount, Tariff.from_dict(settlement.tariff))
     if refusal is not None:
         return _error(refusal)
-    amount_msat = int(amount)
-    if not engine.sells(session.number):
-        return _error("this session takes no top-up (ended, or held by another satwatt process)")
+    dh = lnurl.description_hash(_topup_metadata(session_id))
     try:
-        key = await engine.top_up(
-            session.number, amount_msat, lnurl.description_hash(_topup_metadata(session_id))
+        invoice = await sessions_api.top_up(
+            request, request.app.state.registry, session, settlement, int(amount), dh
         )
-    except ValueError as exc:
-        return _error(str(exc))
-    bolt11 = await _first_bolt11(request, session.number, key)
-    if bolt11 is None:
-        return _error("the Lightning node is unavailable; try again in a moment")
-    return _answer({"pr": bolt11, "routes": []})
+    except Problem as exc:
+        return _error(exc.detail or exc.title)
+    return _answer({"pr": invoice.bolt11, "routes": []})
 
 
 # ------------------------------------------------------------------------------ LNURL-withdraw

@@ -32,7 +32,7 @@ from csms.settlement.bill import session_view
 from csms.settlement.engine import SettlementEngine
 from csms.settlement.refunds import WITHDRAW_WINDOW, refunded_msat
 from csms.settlement.session import SessionSettlement, record_transaction_ended
-from csms.settlement.tariff import Tariff
+from csms.settlement.tariff import Tariff, prepay_refusal
 from lightning import LightningError
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
@@ -369,6 +369,79 @@ async def stop_session(
             ) from None
     session, settlement = await _visible(service, caller, session_id)
     return session_out(session, settlement)
+
+
+class TopUpRequest(Strict):
+    amount_msat: int = Field(
+        gt=0,
+        le=100_000_000_000,  # the most a tariff's prepay_max_msat can be
+        description="Between the tariff's prepay_min_msat and prepay_max_msat",
+    )
+
+
+async def top_up(
+    request: Request,
+    registry: ConnectionRegistry,
+    session: ChargingSession,
+    settlement: Settlement | None,
+    amount_msat: int,
+    description_hash: bytes | None = None,
+) -> LightningInvoice:
+    """Another prepayment for a running prepaid session (the session page, the API and LNURL-pay all top
+    up here): its invoice, created at the node. In cluster mode the charger's owner issues it. Refusals
+    are problems: 409 (no such running prepaid session), 422 (amount), 503 (node)."""
+    state = SessionSettlement.from_dict(settlement.state) if settlement is not None else None
+    if settlement is None or state is None or not state.prepaid:
+        raise Problem(409, "No top-up", "only a prepaid session (paid by LNURL-pay) takes a top-up")
+    if settlement.closed or state.transaction_ended_at is not None or session.ended_at is not None:
+        raise Problem(409, "Session not running", f"session {session.id} has ended or is ending")
+    refusal = prepay_refusal(Tariff.from_dict(settlement.tariff), amount_msat, datetime.now(UTC))
+    if refusal is not None:
+        raise Problem(422, "Amount out of range", refusal)
+    if await _owned_here(registry, session.charger_id):
+        try:
+            key = await _engine(request).top_up(session.number, amount_msat, description_hash)
+        except ValueError as exc:  # ended (or stopping) since the row above was read
+            raise Problem(409, "Session not running", str(exc)) from None
+    else:  # cluster mode: the process holding the charger holds the session's state
+        payload = {
+            "session": session.number,
+            "amount_msat": amount_msat,
+            "description_hash": description_hash.hex() if description_hash is not None else "",
+        }
+        try:
+            key = await _on_owner(registry, session.charger_id, "top_up", payload)
+        except Problem as exc:
+            if exc.extra.get("reason") != "invalid":
+                raise
+            raise Problem(409, "Session not running", exc.detail) from None
+    async with request.app.state.service.db() as db:
+        invoice = await db.scalar(select(LightningInvoice).where(LightningInvoice.key == key))
+    if invoice is None or invoice.bolt11 is None:
+        raise Problem(
+            503, "Lightning node unavailable", "the top-up's invoice could not be created; try again shortly"
+        )
+    return invoice
+
+
+@router.post(
+    "/{session_id}/top-ups",
+    status_code=201,
+    response_model=InvoiceOut,
+    summary="Top up a running prepaid session: returns the invoice to pay",
+    responses=errors(401, 403, 404, 409, 422, 502, 503, 504),
+    openapi_extra=TOKENS,
+)
+async def create_top_up(
+    session_id: str,
+    body: TopUpRequest,
+    request: Request,
+    service: Service,
+    registry: Registry,
+    caller: Caller,
+) -> InvoiceOut:
+    session, settlement = await _visible(service, caller, session_id)
+    return invoice_out(await top_up(request, registry, session, settlement, body.amount_msat))
 
 
 #: One server-sent event: its id (for Last-Event-ID), its kind, and its data (a JSON object).

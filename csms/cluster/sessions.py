@@ -1,5 +1,5 @@
-"""What the owner of a charger does for a REST request that reached another process: sell a walk-up
-session, or call off a paid session whose transaction has not started."""
+"""What the owner of a charger does for a request that reached another process: sell a walk-up or
+prepaid session, top up a prepaid one, or call off a paid session whose transaction has not started."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class OwnerSessions:
         link.handle("walk_up", self._walk_up)
         link.handle("stop_pending", self._stop_pending)
         link.handle("prepay", self._prepay)
+        link.handle("top_up", self._top_up)
 
     async def _walk_up(self, payload: dict[str, Any]) -> int:
         charger_id = payload["charger"]
@@ -50,6 +51,19 @@ class OwnerSessions:
             bytes.fromhex(payload["description_hash"]),
         )
         return int(session.number)
+
+    async def _top_up(self, payload: dict[str, Any]) -> str:
+        """A top-up (session page, API or LNURL-pay: csms.api.sessions.top_up) that reached another
+        process; the new invoice's key (the invoice is at the node when this answers)."""
+        hash_hex = payload["description_hash"]
+        try:
+            return await self.engine.top_up(
+                int(payload["session"]),
+                int(payload["amount_msat"]),
+                bytes.fromhex(hash_hex) if hash_hex else None,
+            )
+        except ValueError as exc:
+            raise RemoteFailure("invalid", str(exc)) from None
 
     async def _stop_pending(self, payload: dict[str, Any]) -> None:
         async with self.service.db() as db:

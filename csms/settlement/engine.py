@@ -100,6 +100,8 @@ NODE_ACTIONS = frozenset(
 DEPOSIT_CLTV_BLOCKS = 80  # the deposit hold invoice's final CLTV delta: the HTLC's deadline after acceptance
 DEPOSIT_SAFETY_BLOCKS = 18  # settle this many blocks before it (LND cancels a held HTLC 12 before)
 HEIGHT_REFRESH_S = 5.0
+#: what an invoice's memo adds to "satwatt CP/1: N Wh at P sat/kWh", by the invoice's kind
+MEMO_SUFFIX = {"final": " (final)", "prepay": " (prepaid)"}
 
 Fact = Callable[[SessionSettlement], SessionSettlement]
 Arrival = tuple[str, float]  # what kind of fact, when it arrived (monotonic_now)
@@ -625,8 +627,9 @@ class SettlementEngine:
         await self._drain(session.number)
         return session, token
 
-    async def top_up(self, number: int, amount_msat: int, description_hash: bytes) -> str:
-        """Another prepayment for a running prepaid session; the new invoice's key."""
+    async def top_up(self, number: int, amount_msat: int, description_hash: bytes | None = None) -> str:
+        """Another prepayment for a running prepaid session; the new invoice's key. Its invoice carries
+        ``description_hash`` (an LNURL-pay top-up) or, without one, a memo (a plain invoice)."""
         entry = self._open.get(number)
         if entry is None or not entry.state.prepaid:
             raise ValueError("not a running prepaid session")
@@ -649,7 +652,7 @@ class SettlementEngine:
         entry: _Open,
         unit: Unit,
         amount_msat: int,
-        description_hash: bytes,
+        description_hash: bytes | None,
         *,
         deposit: bool = False,
     ) -> str:
@@ -677,7 +680,7 @@ class SettlementEngine:
                 "amount_msat": amount_msat,
                 "expires_at": expires_at.isoformat(),
                 "kind": "deposit" if deposit else "prepay",
-                "description_hash": description_hash.hex(),
+                "description_hash": description_hash.hex() if description_hash is not None else "",
             }
             action = self._stage_action(
                 unit, number, key, "IssueDeposit" if deposit else "IssueInvoice", payload, now
@@ -1003,7 +1006,7 @@ class SettlementEngine:
             ""  # an LNURL-pay invoice is described by its metadata's hash (BOLT11: one or the other)
             if description_hash is not None
             else f"satwatt {label}: {payload['energy_wh']} Wh at "
-            f"{payload['price_msat_per_kwh'] // 1000} sat/kWh" + (" (final)" if final else "")
+            f"{payload['price_msat_per_kwh'] // 1000} sat/kWh" + MEMO_SUFFIX.get(kind, "")
         )
         preimage = self.preimage(key)
         if arrived is not None:

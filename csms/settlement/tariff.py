@@ -285,6 +285,14 @@ def prepay_bounds(tariff: Tariff, when: datetime) -> tuple[int, int]:
     return least, max(tariff.prepay_max_msat, least)
 
 
+def prepay_refusal(tariff: Tariff, amount_msat: int, when: datetime) -> str | None:
+    """Why ``amount_msat`` cannot be a prepayment or top-up under ``tariff`` at ``when``, or None."""
+    least, most = prepay_bounds(tariff, when)
+    if not least <= amount_msat <= most:
+        return f"amount must be between {least} and {most} msat"
+    return None
+
+
 def deposit_amount(tariff: Tariff, when: datetime) -> int:
     """A deposit session's hold invoice (msat): the tariff's ``deposit_msat``, raised to cover the session
     fee and one Wh at the price of the moment."""

@@ -50,6 +50,7 @@ COOKIE_MAX_AGE_S = 7 * 24 * 3600
 MAX_CONNECTOR = 1000
 CHART_POINTS = 400
 _CHARGER_ID = re.compile(CHARGER_ID_PATTERN)
+STALE_FORM = "The form is stale; reload the page and try again."
 _TOKEN = re.compile(r"^st_[A-Za-z0-9_-]{16,64}$")
 
 
@@ -165,9 +166,16 @@ def _lnurls(request: Request, session: ChargingSession, settlement: Settlement) 
     k1 = engine.withdraw_k1(session.id)
     stop = lnurl_api.connector_url(request, session.charger_id, session.connector_id or 1, k1)
     top_up = lnurl_api.topup_url(request, session.id, k1)
+    least, most = prepay_bounds(Tariff.from_dict(settlement.tariff), datetime.now(UTC))
     return {
         "stop": {"lnurl": lnurl.encode(stop), "qr": f"/s/{session.id}/lnurl/stop.svg"},
-        "topup": {"lnurl": lnurl.encode(top_up), "qr": f"/s/{session.id}/lnurl/topup.svg"},
+        "topup": {
+            "lnurl": lnurl.encode(top_up),
+            "qr": f"/s/{session.id}/lnurl/topup.svg",
+            # the plain-invoice form asks for whole sats within the tariff's bounds
+            "least_sat": -(-least // 1000),
+            "most_sat": most // 1000,
+        },
     }
 
 
@@ -493,7 +501,7 @@ async def stop(request: Request, session_id: str) -> Response:
     except NotYours:
         return _not_yours(request, session_id)
     if not hmac.compare_digest((await form(request)).get("csrf", ""), csrf_token(token)):
-        return problem_page(request, 403, "Stop refused", "The form is stale; reload the page and try again.")
+        return problem_page(request, 403, "Stop refused", STALE_FORM)
     if session.ended_at is None:
         try:
             await sessions_api.stop_session(
@@ -506,6 +514,27 @@ async def stop(request: Request, session_id: str) -> Response:
         except Problem as exc:
             if exc.status != 409:  # 409: it ended meanwhile
                 return problem_page(request, exc.status, "The charger did not stop", exc.detail or exc.title)
+    return RedirectResponse(f"/s/{session_id}", status_code=303)
+
+
+@router.post("/s/{session_id}/topup")
+async def top_up(request: Request, session_id: str) -> Response:
+    """A plain invoice topping up a running prepaid session (for a wallet without LNURL); the session
+    page then shows it as the invoice to pay."""
+    try:
+        session, settlement, token = await _driver_session(request, session_id)
+    except NotYours:
+        return _not_yours(request, session_id)
+    fields = await form(request)
+    if not hmac.compare_digest(fields.get("csrf", ""), csrf_token(token)):
+        return problem_page(request, 403, "Top-up refused", STALE_FORM)
+    sat = whole_number(fields.get("sat", "").strip(), INT64_MAX // 1000)
+    if not sat:
+        return problem_page(request, 422, "Top-up refused", "Enter the top-up as a whole number of sats.")
+    try:
+        await sessions_api.top_up(request, _registry(request), session, settlement, sat * 1000)
+    except Problem as exc:
+        return problem_page(request, exc.status, "Top-up refused", exc.detail or exc.title)
     return RedirectResponse(f"/s/{session_id}", status_code=303)
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import bolt11
 import httpx
 import pytest
 from sqlalchemy import select
@@ -322,6 +324,116 @@ async def test_a_used_up_prepayment_suspends_and_a_top_up_resumes(
         assert (await wallet.withdraw(offer)).amount_paid_msat == 1_500_000
         with pytest.raises(LnurlRefused, match="no top-up"):
             await wallet.get(f"{server.http_url}/lnurl/topup/{session_id}?k1={k1}")
+
+
+async def test_a_top_up_by_a_plain_invoice_from_the_api(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """A wallet without LNURL tops up through ``POST /api/v1/sessions/{id}/top-ups`` with the session's
+    token: a plain invoice (a memo, no description hash) whose payment resumes the session; bad input gets
+    a problem and no invoice."""
+    charger_id = "CP-topup-api"
+    await register(api, charger_id)
+    await sell_at(api, charger_id, price_msat_per_kwh=1_000_000, **PREPAY)  # 1,000 sat/kWh
+    async with (
+        connect_charger(server.ocpp_url, charger_id, "1.6") as cp,
+        wallet_of(server) as wallet,
+        httpx.AsyncClient(base_url=server.http_url) as anonymous,
+    ):
+        paid = await wallet.pay(await wallet.scan(sticker(server, charger_id)), 1_000_000)  # 1 kWh
+        assert paid.success_action is not None
+        url = urlsplit(paid.success_action["url"])
+        session_id, k1 = url.path.split("/")[2], parse_qs(url.query)["k1"][0]
+        driver = {"Authorization": f"Bearer st_{k1}"}
+        top_ups = f"/api/v1/sessions/{session_id}/top-ups"
+        tx = await start_remote(cp, "1.6")
+        async with follow_events(server.http_url, session_id, "st_" + k1) as events:
+            meter = Meter(cp, "1.6", tx)
+            await meter.send(1_000)
+            assert (await events.next("suspended")).data["reason"] == "prepayment_used"
+            # bad input: each a problem naming what is wrong, and no invoice made
+            listing = f"/api/v1/sessions/{session_id}/invoices"
+            before = len((await anonymous.get(listing, headers=driver)).json())
+            out_of_range = await anonymous.post(top_ups, json={"amount_msat": 5}, headers=driver)
+            assert out_of_range.status_code == 422
+            assert "between 1000000 and 10000000 msat" in out_of_range.json()["detail"]
+            not_a_number = await anonymous.post(top_ups, json={"amount_msat": "lots"}, headers=driver)
+            assert not_a_number.status_code == 422
+            assert not_a_number.json()["errors"][0]["field"] == "amount_msat"
+            nobody = await anonymous.post(top_ups, json={"amount_msat": 2_000_000})
+            assert nobody.status_code == 401
+            assert len((await anonymous.get(listing, headers=driver)).json()) == before
+            # the top-up: 2,000 sat, a plain invoice described by a memo
+            created = await anonymous.post(top_ups, json={"amount_msat": 2_000_000}, headers=driver)
+            assert created.status_code == 201, created.text
+            invoice = created.json()
+            assert invoice["kind"] == "prepay" and invoice["amount_msat"] == 2_000_000
+            assert invoice["status"] == "open" and invoice["energy_wh"] == 2_000
+            decoded = bolt11.decode(invoice["bolt11"])
+            assert decoded.amount_msat == 2_000_000 and decoded.description_hash is None
+            assert decoded.description == f"satwatt {charger_id}/1: 2000 Wh at 1000 sat/kWh (prepaid)"
+            await pay(wallet.node, invoice["bolt11"])
+            assert (await events.next("paid")).data["key"] == invoice["key"]
+            await events.next("resumed")
+            await meter.stop(1_500)  # 1.5 kWh of 3 kWh prepaid
+            closed = (await events.next("closed")).data
+        assert closed["paid_msat"] == 3_000_000 and closed["refundable_msat"] == 1_500_000
+        ended = await anonymous.post(top_ups, json={"amount_msat": 2_000_000}, headers=driver)
+        assert ended.status_code == 409 and "ended" in ended.json()["detail"]
+        # an invoice-stream session takes no top-up: it is paid invoice by invoice
+        walk_up = (
+            await anonymous.post("/api/v1/sessions", json={"charger_id": charger_id, "connector_id": 1})
+        ).json()
+        refused = await anonymous.post(
+            f"/api/v1/sessions/{walk_up['id']}/top-ups",
+            json={"amount_msat": 2_000_000},
+            headers={"Authorization": f"Bearer {walk_up['token']}"},
+        )
+        assert refused.status_code == 409 and "only a prepaid session" in refused.json()["detail"]
+        other = await anonymous.post(
+            top_ups, json={"amount_msat": 2_000_000}, headers={"Authorization": f"Bearer {walk_up['token']}"}
+        )
+        assert other.status_code == 403  # another session's token
+
+
+async def test_the_session_pages_top_up_form_refuses_bad_input(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """The page's plain-invoice top-up (``POST /s/{id}/topup``): a forged form, a non-number and an amount
+    outside the tariff's bounds each get an error page saying so, and no invoice is made."""
+    charger_id = "CP-topup-page"
+    await register(api, charger_id)
+    await sell_at(api, charger_id, price_msat_per_kwh=1_000_000, **PREPAY)
+    async with (
+        connect_charger(server.ocpp_url, charger_id, "1.6") as cp,
+        wallet_of(server) as wallet,
+        httpx.AsyncClient(base_url=server.http_url, follow_redirects=True) as browser,
+    ):
+        paid = await wallet.pay(await wallet.scan(sticker(server, charger_id)), 1_000_000)
+        assert paid.success_action is not None
+        page = await browser.get(paid.success_action["url"])  # keeps the session's cookie
+        await start_remote(cp, "1.6")
+        session_id = urlsplit(paid.success_action["url"]).path.split("/")[2]
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert csrf is not None and 'id="topup-form"' in page.text
+        assert 'min="1000" max="10000"' in page.text  # the tariff's bounds, in sats
+        form = f"/s/{session_id}/topup"
+        cases = [
+            ({"csrf": "forged", "sat": "2000"}, 403, "The form is stale"),
+            ({"csrf": csrf[1], "sat": "lots"}, 422, "whole number of sats"),
+            ({"csrf": csrf[1], "sat": "-5"}, 422, "whole number of sats"),
+            ({"csrf": csrf[1], "sat": "999"}, 422, "between 1000000 and 10000000 msat"),
+            ({"csrf": csrf[1], "sat": "10001"}, 422, "between 1000000 and 10000000 msat"),
+        ]
+        for data, status, text in cases:
+            refused = await browser.post(form, data=data)
+            assert refused.status_code == status and text in refused.text, (data, refused.text)
+        shown = await browser.get(f"/s/{session_id}/state")
+        assert shown.json()["invoice"] is None  # the first prepayment is paid; no top-up invoice was made
+        accepted = await browser.post(form, data={"csrf": csrf[1], "sat": "2000"})
+        assert accepted.status_code == 200 and "(top-up)" in accepted.text  # back on the page, with it
+        invoice = (await browser.get(f"/s/{session_id}/state")).json()["invoice"]
+        assert invoice["kind"] == "prepay" and invoice["amount_msat"] == 2_000_000
 
 
 async def test_a_refund_paid_by_a_process_that_died_before_recording_it_is_recorded_at_restart(

@@ -1,6 +1,6 @@
 """In headless Chromium: the connector page's LNURL-pay QR, a phone wallet (tests/lnurl/wallet.py) prepays
-from it, the session page charging with its stop-and-withdraw QR, and after the stop the receipt's
-withdraw QR, which the wallet takes the change with, once."""
+from it, the session page charging with its stop-and-withdraw QR and a top-up by a plain invoice, and
+after the stop the receipt's withdraw QR, which the wallet takes the change with, once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from playwright.async_api import expect
 
 from tests.conftest import RunningServer
 from tests.lnurl.wallet import LnurlRefused, Wallet
-from tests.sessions_helpers import payer_node
+from tests.sessions_helpers import pay, payer_node
 from tests.web.browser import artifact, chromium
 from tests.web.test_browser import PHONE
 
@@ -54,6 +54,15 @@ async def test_prepay_from_the_sticker_charge_and_withdraw_from_the_receipt(
             "() => parseFloat(document.getElementById('energy').textContent) > 0", timeout=20_000
         )
         await page.screenshot(path=artifact("driver-prepaid-charging.png"), full_page=True)
+        # a top-up by a plain invoice (a wallet without LNURL): the page shows it, the wallet pays it
+        await page.locator("#topup-sat").fill("1000")
+        await page.locator("#topup-invoice").click()
+        await expect(page.locator("#invoice-card")).to_be_visible()
+        await expect(page.locator("#invoice-energy")).to_contain_text("(top-up)")
+        await expect(page.locator("#invoice-amount")).to_have_text("1,000")
+        await pay(node, await page.locator("#bolt11").input_value())
+        await expect(page.locator("#invoice-card")).to_be_hidden(timeout=20_000)
+        await expect(page.locator("#paid")).to_have_text("2,000")
         # stopped from the page: the receipt offers the change as an LNURL-withdraw QR
         await page.locator("#stop").click()
         await expect(page.locator("#receipt-card")).to_be_visible(timeout=30_000)
@@ -63,7 +72,7 @@ async def test_prepay_from_the_sticker_charge_and_withdraw_from_the_receipt(
         withdraw_href = await page.locator("#withdraw-link").get_attribute("href")
         assert withdraw_href is not None
         withdraw = await wallet.scan(withdraw_href)
-        assert withdraw["tag"] == "withdrawRequest" and 0 < withdraw["maxWithdrawable"] < 1_000_000
+        assert withdraw["tag"] == "withdrawRequest" and 1_000_000 < withdraw["maxWithdrawable"] < 2_000_000
         received = await wallet.withdraw(withdraw)
         assert received.amount_paid_msat == withdraw["maxWithdrawable"]
         with pytest.raises(LnurlRefused, match="already withdrawn"):

@@ -34,7 +34,8 @@
     card.hidden = false;
     card.dataset.key = invoice.key;
     $("invoice-amount").textContent = sats(invoice.amount_msat);
-    $("invoice-energy").textContent = "for " + invoice.energy_wh + " Wh" + (invoice.kind === "final" ? " (final)" : "");
+    const note = { final: " (final)", prepay: " (top-up)" }[invoice.kind] || "";
+    $("invoice-energy").textContent = "for " + invoice.energy_wh + " Wh" + note;
     $("invoice-link").href = "lightning:" + invoice.bolt11;
     if ($("invoice-qr").getAttribute("src") !== invoice.qr) $("invoice-qr").src = invoice.qr;
     $("bolt11").value = invoice.bolt11;
@@ -51,7 +52,10 @@
     $("paid").textContent = sats(s.paid_msat);
     $("credit").textContent = s.credit_wh === null || s.credit_wh === undefined ? "–" : s.credit_wh;
     showInvoice(s.closed ? null : s.invoice);
-    if (s.state === "ended" || s.state === "awaiting_payment_final" || s.closed) $("stop-card").hidden = true;
+    if (s.state === "ended" || s.state === "awaiting_payment_final" || s.closed) {
+      $("stop-card").hidden = true;
+      if ($("lnurl-session-card")) $("lnurl-session-card").hidden = true;  // its links end with the charge
+    }
   }
 
   let refreshing = null, again = false;
