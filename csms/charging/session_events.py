@@ -24,6 +24,7 @@ _INSERT = insert(SessionEvent.__table__)
 # anomaly: an implausible reading, flagged with its reason and never priced (csms.charging.plausibility)
 EVENT_KINDS = (
     "started", "meter", "anomaly", "invoice", "paid", "suspended", "resumed", "stopping", "ended", "closed",
+    "refunded", "refund_failed",
 )  # fmt: skip
 
 
@@ -44,6 +45,16 @@ class SessionEventLog:
     def stage(unit: Unit, session_number: int, kind: str, data: dict[str, Any], at: datetime) -> None:
         """Add an entry to a group-commit unit; call :meth:`notify` after it commits."""
         unit.add(_INSERT, {"session_number": session_number, "kind": kind, "data": data, "created_at": at})
+
+    @staticmethod
+    async def add(
+        db: AsyncSession, session_number: int, kind: str, data: dict[str, Any], at: datetime
+    ) -> None:
+        """Add an entry in ``db``'s transaction (for a fact recorded outside the group-commit writer);
+        call :meth:`notify` after it commits."""
+        await db.execute(
+            _INSERT, [{"session_number": session_number, "kind": kind, "data": data, "created_at": at}]
+        )
 
     def notify(self, session_number: int) -> None:
         """Wake the readers of one session (only they look at the database again)."""

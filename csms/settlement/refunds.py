@@ -14,7 +14,8 @@ Exactly once, whatever the wallet retries and whatever crashes:
    (LND: a second SendPaymentV2 for a hash paid or in flight is refused with ALREADY_EXISTS, and
    :meth:`lightning.lnd.LndBackend.pay_invoice` then follows the first one with TrackPaymentV2).
 3. The outcome is recorded (``paid`` with the routing fee, or ``failed``: then ``active_for`` is cleared
-   and the amount is refundable again).
+   and the amount is refundable again), with its session event (``refunded``/``refund_failed``) in the
+   same transaction.
 
 After a kill -9 between 2 and 3, start-up finds the row still ``paying`` and asks the node again with
 the same invoice: it gets the first payment's result (never a second payment).
@@ -36,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from csms.charging.session_events import SessionEventLog
 from csms.db.models import Refund, Settlement
-from csms.db.writer import GroupCommitWriter, Unit
+from csms.db.writer import GroupCommitWriter
 from csms.settlement.bill import compute_bill
 from csms.settlement.session import SessionSettlement
 from csms.settlement.tariff import Tariff
@@ -272,25 +273,24 @@ class RefundDesk:
         fee_msat: int | None = None,
         amount_msat: int | None = None,
     ) -> None:
+        """The refund's outcome and its session event, in one transaction (a crash leaves both or
+        neither: the row stays ``paying`` and the next resume records it)."""
         now = self.clock()
         values: dict[str, Any] = {"status": status}
+        data: dict[str, Any] = {"key": key, "status": status}
         if status == "failed":
             values.update(active_for=None, failure=failure[:500] if failure else None)
+            data["failure"] = failure
         else:
             values.update(fee_msat=fee_msat, paid_at=now)
+            data.update(amount_msat=amount_msat, fee_msat=fee_msat)
         async with self.db.begin() as db:
             changed = await db.execute(
                 update(Refund).where(Refund.key == key, Refund.status == "paying").values(**values)
             )
-        if getattr(changed, "rowcount", 1) == 0:
-            return  # recorded already (a resume raced the first attempt)
-        unit = Unit()
-        data: dict[str, Any] = {"key": key, "status": status}
-        if status == "paid":
-            data.update(amount_msat=amount_msat, fee_msat=fee_msat)
-        else:
-            data["failure"] = failure
-        SessionEventLog.stage(unit, number, "refunded" if status == "paid" else "refund_failed", data, now)
-        await self.writer.commit(unit)
+            if getattr(changed, "rowcount", 1) == 0:
+                return  # recorded already (a resume raced the first attempt)
+            kind = "refunded" if status == "paid" else "refund_failed"
+            await SessionEventLog.add(db, number, kind, data, now)
         self.events.notify(number)
         log.info("refund %s: %s%s", key, status, f" ({failure})" if failure else "")

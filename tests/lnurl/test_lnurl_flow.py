@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from csms import lnurl
 from csms.db.engine import create_engine, create_session_factory
-from csms.db.models import ChargingSession, Refund
+from csms.db.models import ChargingSession, Refund, SessionEvent
 from csms.web import qr
 from csms.web.stickers import plan
 from lightning.errors import InvalidRequest
@@ -475,6 +475,15 @@ async def test_a_refund_paid_by_a_process_that_died_before_recording_it_is_recor
             async with satwatt(settings_for(database_url, data_dir, simnet)) as again:
                 (refund,) = await wait_for(lambda: _refunds_with_status(again, "paid"))
                 assert refund.amount_msat == 6_000 and refund.fee_msat is not None
+                async with again.app.state.service.db() as db:  # recorded with the refund, not after it
+                    logged = list(
+                        await db.scalars(
+                            select(SessionEvent).where(
+                                SessionEvent.session_number == number, SessionEvent.kind == "refunded"
+                            )
+                        )
+                    )
+                assert [(e.data["key"], e.data["amount_msat"]) for e in logged] == [(refund.key, 6_000)]
                 assert (await wallet_node.lookup_invoice(invoice.payment_hash)).amount_paid_msat == 6_000
                 assert simnet.network is not None
                 made = simnet.network.payments["satwatt"].values()
