@@ -40,7 +40,7 @@ from csms.db.models import (
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement.engine import charger_tariff
 from csms.settlement.refunds import refunded_msat
-from csms.settlement.tariff import Tariff, prepay_bounds, price_at
+from csms.settlement.tariff import Tariff, deposit_amount, prepay_bounds, price_at
 from csms.web import qr
 from csms.web.pages import PAGE_HEADERS, form, problem_page, render, whole_number
 
@@ -123,6 +123,7 @@ async def _connector(request: Request, charger_id: str, connector_text: str) -> 
         "connector": connector,
         "online": online,
         "price_msat_per_kwh": price_at(tariff, datetime.now(UTC)),
+        "deposit_msat": deposit_amount(tariff, datetime.now(UTC)) if tariff.deposit_msat else 0,
         "tariff": tariff,
         "blocked": blocked,
         "error": None,

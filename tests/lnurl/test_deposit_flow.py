@@ -40,6 +40,9 @@ async def test_deposit_canceled_after_the_final_payment_or_settled_at_the_deadli
         wallet_of(server, "car1") as wallet,
         httpx.AsyncClient(base_url=server.http_url) as client,
     ):
+        page = (await client.get(f"/c/{charger_id}/1")).text  # the connector page explains the deposit
+        assert 'id="deposit-hint"' in page and '<b id="deposit">25,000</b> sat' in page
+        assert "as you charge" not in page
         created = (
             await client.post("/api/v1/sessions", json={"charger_id": charger_id, "connector_id": 1})
         ).json()
