@@ -30,7 +30,7 @@ from csms.db.models import Charger, ChargingSession, LightningInvoice, MeterSamp
 from csms.ocpp.registry import ConnectionRegistry
 from csms.settlement.bill import session_view
 from csms.settlement.engine import SettlementEngine
-from csms.settlement.refunds import WITHDRAW_WINDOW, refunded_msat
+from csms.settlement.refunds import refunded_msat, withdraw_window_closed
 from csms.settlement.session import SessionSettlement, record_transaction_ended
 from csms.settlement.tariff import Tariff, prepay_refusal
 from lightning import LightningError
@@ -129,8 +129,7 @@ def session_out(session: ChargingSession, settlement: Settlement | None, refunde
         now = datetime.now(UTC)
         view = session_view(state, Tariff.from_dict(settlement.tariff), now)
         owed = max(0, view.refundable_msat - refunded)
-        ended = state.transaction_ended_at
-        retained = owed if ended is not None and now - ended > WITHDRAW_WINDOW else 0
+        retained = owed if withdraw_window_closed(state, now) else 0
         base.update(
             payer_id=settlement.payer_id,
             tariff_id=settlement.tariff_id,
@@ -452,7 +451,8 @@ SSE_EVENT = {
         "id": {"type": "string", "pattern": "^[0-9]+$"},
         "event": {
             "type": "string",
-            "description": "meter, anomaly, invoice, paid, suspended, resumed, ended, closed",
+            "description": "started, meter, anomaly, invoice, paid, suspended, resumed, stopping, ended, "
+            "closed, refunded, refund_failed",
         },
         "data": {"type": "string", "contentMediaType": "application/json"},
     },

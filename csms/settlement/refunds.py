@@ -70,11 +70,18 @@ class Refundable:
     reason: str | None = None  # why there is nothing to withdraw (None: amount_msat > 0)
 
 
+def withdraw_window_closed(state: SessionSettlement, now: datetime) -> bool:
+    """Whether the change of a session can no longer be withdrawn (``WITHDRAW_WINDOW`` after its end):
+    what is left of it is then retained."""
+    ended = state.transaction_ended_at
+    return ended is not None and now - ended > WITHDRAW_WINDOW
+
+
 def refundable_of(state: SessionSettlement, tariff: Tariff, refunded_msat: int, now: datetime) -> Refundable:
     """The remaining refundable amount of a settlement state (pure)."""
     if state.transaction_ended_at is None:
         return Refundable(0, refunded_msat, "the session is still running")
-    if now - state.transaction_ended_at > WITHDRAW_WINDOW:
+    if withdraw_window_closed(state, now):
         return Refundable(0, refunded_msat, "this withdraw link has expired")
     bill = compute_bill(state, tariff, now)
     remaining = bill.refundable_msat - refunded_msat
