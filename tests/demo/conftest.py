@@ -47,7 +47,8 @@ def server_settings(server_settings: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Station:
-    """A registered, connected simulated charge point selling under ``tariff``."""
+    """A registered, connected simulated charge point selling under ``tariff``, whose connectors'
+    statuses satwatt has logged."""
 
     cp: ChargePoint
     charger_id: str
@@ -70,7 +71,28 @@ async def add_station(
     )
     await cp.start()
     await cp.wait_online(10)
+    await statuses_logged(api, cp)
     return Station(cp, charger_id, created)
+
+
+async def statuses_logged(api: httpx.AsyncClient, cp: ChargePoint, timeout_s: float = 20) -> None:
+    """Wait (bounded) until satwatt has logged a status for each of the charge point's connectors: the
+    charge point is online once its boot is accepted, and its StatusNotifications follow that."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        response = await api.get(f"/api/v1/chargers/{cp.id}")
+        assert response.status_code == 200, response.text
+        shown = {c["connector_id"]: c["status"] for c in response.json()["connectors"]}
+        missing = sorted(cid for cid in cp.connectors if shown.get(cid) is None)
+        if not missing:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError(
+                f"satwatt had logged no status for connector(s) {missing} of {cp.id} {timeout_s} s after "
+                f"it came online (satwatt shows {shown})"
+            )
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -82,12 +81,6 @@ async def test_no_session_is_started_on_a_connector_the_charger_does_not_have(
     browser_client: httpx.AsyncClient, api: httpx.AsyncClient, stations: Callable[..., Any]
 ) -> None:
     await stations("BAD-3", "2.0.1")
-    async with asyncio.timeout(10):  # the charger's connectors are known once its status is logged
-        while True:
-            shown = (await api.get("/api/v1/chargers/BAD-3")).json()
-            if any(c["connector_id"] == 1 for c in shown["connectors"]):
-                break
-            await asyncio.sleep(0.05)
     refused = await browser_client.post("/c/BAD-3/2")
     assert refused.status_code == 404 and "has no connector 2" in refused.text
     assert (await api.get("/api/v1/sessions", params={"charger_id": "BAD-3"})).json() == []
