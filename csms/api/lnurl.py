@@ -22,6 +22,7 @@ import hmac
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -60,9 +61,14 @@ def _base(request: Request) -> str:
     return (public or str(request.base_url)).rstrip("/")
 
 
+def connector_path(charger_id: str, connector_id: int) -> str:
+    """The path of a connector's LNURL-pay (a charger id may hold ``#`` or ``+``: quoted)."""
+    return f"/lnurlp/{quote(charger_id, safe='')}/{connector_id}"
+
+
 def connector_url(request: Request, charger_id: str, connector_id: int, k1: str | None = None) -> str:
     """The sticker's LNURL-pay URL (with ``k1``: its driver's withdraw while their session runs)."""
-    url = f"{_base(request)}/lnurlp/{charger_id}/{connector_id}"
+    url = _base(request) + connector_path(charger_id, connector_id)
     return f"{url}?k1={k1}" if k1 else url
 
 
@@ -204,7 +210,7 @@ async def connector_lnurl(
     return _answer(
         {
             "tag": "payRequest",
-            "callback": f"{_base(request)}/lnurlp/{charger_id}/{number}/callback",
+            "callback": f"{connector_url(request, charger_id, number)}/callback",
             "minSendable": least,
             "maxSendable": most,
             "metadata": pay_metadata(charger_id, number, tariff, datetime.now(UTC)),

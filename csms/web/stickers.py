@@ -13,6 +13,7 @@ from markupsafe import escape
 from sqlalchemy import select
 
 from csms import lnurl
+from csms.api import lnurl as lnurl_api
 from csms.db.engine import create_engine, create_session_factory
 from csms.db.models import Charger, Connector
 from csms.settings import Settings
@@ -91,7 +92,7 @@ async def plan(settings: Settings, charger_id: str | None = None) -> list[Sticke
                         f"{base}/c/{quote(charger.id, safe='')}/{number}",
                         price_at(tariff, now),
                         tariff.session_fee_msat,
-                        lnurl.encode(f"{base}/lnurlp/{quote(charger.id, safe='')}/{number}"),
+                        lnurl.encode(base + lnurl_api.connector_path(charger.id, number)),
                     )
                     for number in ids
                 ]

@@ -10,7 +10,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import bolt11
 import httpx
@@ -533,22 +533,30 @@ async def test_an_invoice_someone_else_paid_and_a_payment_to_an_expired_prepayme
         assert cp.recorder.of("RemoteStartTransaction") == []
 
 
+@pytest.mark.parametrize("charger_id", ["CP-sticker", "CP#7+x"])  # '#' and '+' are quoted in URLs
 async def test_the_printed_sticker_opens_the_page_in_a_camera_and_pays_in_a_wallet(
-    server: RunningServer, api: httpx.AsyncClient
+    server: RunningServer, api: httpx.AsyncClient, charger_id: str
 ) -> None:
-    """The sticker's QR code is the driver page with the LNURL-pay as LUD-01's https fallback."""
-    await register(api, "CP-sticker")
-    await sell_at(api, "CP-sticker", **PREPAY)
+    """The sticker's QR code is the driver page with the LNURL-pay as LUD-01's https fallback; the wallet
+    pays from it and the charge starts."""
+    path = quote(charger_id, safe="")
+    await register(api, charger_id)
+    await sell_at(api, path, **PREPAY)
     (sticker_,) = [
         s
         for s in await plan(server.settings.model_copy(update={"public_url": server.http_url}))
-        if s.charger_id == "CP-sticker"
+        if s.charger_id == charger_id
     ]
-    assert sticker_.qr_data.startswith(f"{server.http_url}/c/CP-sticker/1?lightning=LNURL1")
+    assert sticker_.qr_data.startswith(f"{server.http_url}/c/{path}/1?lightning=LNURL1")
     assert qr.matrix(sticker_.qr_data)  # it fits a QR code
-    async with connect_charger(server.ocpp_url, "CP-sticker", "1.6"), wallet_of(server) as wallet:
+    async with connect_charger(server.ocpp_url, path, "1.6") as cp, wallet_of(server) as wallet:
         page = await wallet.http.get(sticker_.qr_data)  # a phone's camera: the connector page
         assert page.status_code == 200 and 'id="lnurl-qr"' in page.text
+        assert f'src="/c/{path}/1/lnurl.svg"' in page.text
+        assert (await wallet.http.get(f"{server.http_url}/c/{path}/1/lnurl.svg")).status_code == 200
         offer = await wallet.scan(sticker_.qr_data)  # a wallet: LNURL-pay
         assert offer["tag"] == "payRequest"
-        assert offer["callback"] == f"{server.http_url}/lnurlp/CP-sticker/1/callback"
+        assert offer["callback"] == f"{server.http_url}/lnurlp/{path}/1/callback"
+        paid = await wallet.pay(offer, 1_000_000)
+        assert paid.success_action is not None
+        await cp.recorder.wait_for("RemoteStartTransaction", timeout=20)
