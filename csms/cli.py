@@ -14,7 +14,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from csms import __version__
+from csms import __version__, lnurl
 from csms.server_config import uvicorn_config
 from csms.settings import Settings, SettingsError, load_settings
 
@@ -84,6 +84,16 @@ class _Server(uvicorn.Server):
         console.print(f"  REST API           {base}/api/v1   (interactive docs: {base}/docs)")
         console.print(f"  Health             {base}/healthz")
         console.print(f"  Dashboard          {base}/dashboard   (log in with the operator API key)")
+        console.print(
+            f"  Driver pages       {base}/c/<charge-point-id>/<connector>   (the stickers: csms stickers; "
+            "phone wallets pay by LNURL)"
+        )
+        refusal = lnurl.wallet_refusal(base)
+        if refusal is not None:
+            console.print(
+                f"  [yellow]LNURL:[/] {refusal}; for phones, set CSMS_PUBLIC_URL to the https address of "
+                "a TLS proxy in front of satwatt (or set CSMS_TLS_CERT)"
+            )
         for line in [*self.banner, *self.config.app.state.banner]:  # type: ignore[attr-defined]
             console.print(line)
         console.print("  Stop with Ctrl-C\n")
@@ -342,6 +352,11 @@ def stickers(
         console.print(
             f"[yellow]The stickers point at {base_url(settings)}:[/] set CSMS_PUBLIC_URL to the address "
             "phones reach satwatt at, and run this again."
+        )
+    elif (refusal := lnurl.wallet_refusal(base_url(settings))) is not None:
+        console.print(
+            f"[yellow]The stickers' LNURL will not work:[/] {refusal}; set CSMS_PUBLIC_URL to an https "
+            "address, and run this again."
         )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
@@ -115,6 +115,15 @@ def pay_metadata(text: str, long_text: str | None = None) -> str:
 def description_hash(metadata: str) -> bytes:
     """LUD-06: ``sha256(utf8(metadata))``, the invoice's ``h`` tag."""
     return hashlib.sha256(metadata.encode("utf-8")).digest()
+
+
+def wallet_refusal(base_url: str) -> str | None:
+    """Why phone wallets will refuse the LNURLs of a server at ``base_url``, or None: LUD-01 allows
+    https, and plain http only for an onion service."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "https" or (parts.scheme == "http" and (parts.hostname or "").endswith(".onion")):
+        return None
+    return f"{base_url} is not https: phone wallets refuse LNURL over plain http (LUD-01)"
 
 
 def error(reason: str) -> dict[str, str]:

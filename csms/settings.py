@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the HTTP/WebSocket server binds to.")
     port: int = Field(default=8180, ge=0, le=65535, description="Port of the HTTP/WebSocket server.")
     public_url: str | None = Field(
-        default=None, description="How chargers and browsers reach this server, when behind a proxy."
+        default=None,
+        description="How chargers, browsers and phone wallets reach this server, when behind a proxy "
+        "(https for LNURL: wallets refuse plain http but for an onion service).",
     )
     tls_cert: Path | None = Field(default=None, description="PEM certificate: serve wss:// and https://.")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")

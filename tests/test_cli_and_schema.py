@@ -91,6 +91,8 @@ async def test_serve_prints_where_to_point_a_charger(tmp_path: Path) -> None:
         assert match, text
         assert "satwatt.db" in text and "Operator API key" in text
         assert re.search(r"Dashboard\s+http://127\.0\.0\.1:\d+/dashboard", text), text
+        assert re.search(r"Driver pages\s+http://127\.0\.0\.1:\d+/c/<charge-point-id>/<connector>", text)
+        assert "phone wallets refuse LNURL over plain http (LUD-01)" in text and "CSMS_PUBLIC_URL" in text
         key = re.search(r"(sw_[A-Za-z0-9_\-]+)", text)
         assert key is not None
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{match.group(1)}") as client:

@@ -53,6 +53,24 @@ def test_lud17_and_fallback() -> None:
     assert fallback.startswith("https://sw.example/?lightning=LNURL1")
 
 
+@pytest.mark.parametrize(
+    ("base", "refused"),
+    [
+        ("https://charge.example.com", False),
+        ("https://charge.example.com:8443/satwatt", False),
+        ("http://abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion", False),
+        ("http://charge.example.com", True),
+        ("http://127.0.0.1:8180", True),
+        ("ftp://charge.example.com", True),
+    ],
+)
+def test_wallets_take_lnurl_over_https_or_an_onion_only(base: str, refused: bool) -> None:
+    refusal = lnurl.wallet_refusal(base)
+    assert (refusal is not None) == refused
+    if refusal is not None:
+        assert base in refusal and "LUD-01" in refusal
+
+
 def test_lud06_metadata_and_its_hash() -> None:
     metadata = lnurl.pay_metadata("Charge at CP-1 connector 1, 100 sat/kWh", "longer")
     assert json.loads(metadata) == [

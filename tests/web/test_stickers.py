@@ -33,6 +33,7 @@ async def test_stickers_for_every_connector_point_at_the_driver_pages(
     out = tmp_path / "stickers"
     result = await asyncio.to_thread(CliRunner().invoke, cli, ["stickers", "--out", str(out)], env=env)
     assert result.exit_code == 0, result.output
+    assert "The stickers' LNURL will not work" in result.output  # the test server is plain http
     assert sorted(p.name for p in out.iterdir()) == ["ST-1-1.png", "ST-1-1.svg", "ST_2-1.png", "ST_2-1.svg"]
     svg = (out / "ST-1-1.svg").read_text()
     url = f"{server.http_url}/c/ST-1/1"
