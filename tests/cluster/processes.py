@@ -1,5 +1,5 @@
-"""Several `csms serve` processes in cluster mode on this machine's PostgreSQL and NATS, sharing one
-simnet (the Lightning node) that lives in the test process."""
+"""`csms serve` processes on this machine's databases: several in cluster mode on PostgreSQL and NATS,
+sharing one simnet (the Lightning node) that lives in the test process; or one, killed and restarted."""
 
 from __future__ import annotations
 
@@ -156,6 +156,27 @@ class Environment:
     simnet: Simnet
 
 
+def serve_env(database_url: str, simnet: Simnet, api_key: str, **settings: str) -> dict[str, str]:
+    """The environment of a `csms serve` process on ``database_url``, with ``simnet`` as its Lightning
+    node (``settings``: more CSMS_ settings, lower-case without the prefix)."""
+    return {
+        **os.environ,
+        "CSMS_DATABASE_URL": database_url,
+        "CSMS_API_KEY": api_key,
+        "CSMS_LIGHTNING_BACKEND": "lnd",
+        "CSMS_LND_GRPC": simnet.address,
+        "CSMS_LND_TLS_CERT": str(simnet.tls_cert_path),
+        "CSMS_LND_MACAROON": str(simnet.macaroon_path("satwatt", "admin")),
+        "CSMS_REQUIRE_CHARGER_PASSWORD": "false",
+        "CSMS_SETTLEMENT_TICK_MS": "100",
+        "CSMS_OCPP_CALL_TIMEOUT_S": "5",
+        "CSMS_METER_SAMPLE_INTERVAL_S": "10",
+        "CSMS_LOG_LEVEL": "INFO",
+        "GRPC_VERBOSITY": "ERROR",
+        **{f"CSMS_{k.upper()}": v for k, v in settings.items()},
+    }
+
+
 @contextlib.asynccontextmanager
 async def cluster_environment(
     work: Path, database_url: str, cars: int = 2, **settings: str
@@ -169,25 +190,15 @@ async def cluster_environment(
     await simnet.start()
     key = "cluster-test-" + secrets.token_hex(8)
     name = "t" + secrets.token_hex(5)
-    env = {
-        **os.environ,
-        "CSMS_DATABASE_URL": database_url,
-        "CSMS_NATS_URL": NATS_URL,
-        "CSMS_CLUSTER_NAME": name,
-        "CSMS_CLUSTER_LEASE_S": str(LEASE_S),
-        "CSMS_API_KEY": key,
-        "CSMS_LIGHTNING_BACKEND": "lnd",
-        "CSMS_LND_GRPC": simnet.address,
-        "CSMS_LND_TLS_CERT": str(simnet.tls_cert_path),
-        "CSMS_LND_MACAROON": str(simnet.macaroon_path("satwatt", "admin")),
-        "CSMS_REQUIRE_CHARGER_PASSWORD": "false",
-        "CSMS_SETTLEMENT_TICK_MS": "100",
-        "CSMS_OCPP_CALL_TIMEOUT_S": "5",
-        "CSMS_METER_SAMPLE_INTERVAL_S": "10",
-        "CSMS_LOG_LEVEL": "INFO",
-        "GRPC_VERBOSITY": "ERROR",
-        **{f"CSMS_{k.upper()}": v for k, v in settings.items()},
-    }
+    env = serve_env(
+        database_url,
+        simnet,
+        key,
+        nats_url=NATS_URL,
+        cluster_name=name,
+        cluster_lease_s=str(LEASE_S),
+        **settings,
+    )
     try:
         yield Environment(env, key, name, simnet)
     finally:

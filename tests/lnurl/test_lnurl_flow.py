@@ -219,25 +219,36 @@ async def test_lnurl_pay_bad_input(server: RunningServer, api: httpx.AsyncClient
         assert sessions == []
 
 
-async def _ended_with_surplus(
-    server: RunningServer, api: httpx.AsyncClient, charger_id: str, simnet: Simnet | None = None
-) -> str:
-    """An invoice-stream session that ended with 6 sat paid and not used; its id."""
+async def surplus_session(
+    http_url: str, ocpp_url: str, api: httpx.AsyncClient, charger_id: str, simnet: Simnet
+) -> dict[str, Any]:
+    """An invoice-stream session that ended with 6 sat paid and not used (on the satwatt at
+    ``http_url``): the walk-up's answer, with its id and token."""
     await register(api, charger_id)
     await sell_at(api, charger_id)
-    simnet = simnet or server.app.state.lightning.simnet
-    async with connect_charger(server.ocpp_url, charger_id, "1.6") as cp, payer_node(simnet) as car:
-        created = (
-            await httpx.AsyncClient(base_url=server.http_url).post(
-                "/api/v1/sessions", json={"charger_id": charger_id, "connector_id": 1}
-            )
+    async with (
+        connect_charger(ocpp_url, charger_id, "1.6") as cp,
+        payer_node(simnet) as car,
+        httpx.AsyncClient(base_url=http_url) as driver,
+    ):
+        created: dict[str, Any] = (
+            await driver.post("/api/v1/sessions", json={"charger_id": charger_id, "connector_id": 1})
         ).json()
-        async with follow_events(server.http_url, created["id"], created["token"]) as events:
+        async with follow_events(http_url, created["id"], created["token"]) as events:
             await pay(car, created["invoice"]["bolt11"])
             await events.next("paid")
             tx = await start_remote(cp, "1.6")
             await Meter(cp, "1.6", tx).stop(40)
             assert (await events.next("closed")).data["refundable_msat"] == 6_000
+    return created
+
+
+async def _ended_with_surplus(
+    server: RunningServer, api: httpx.AsyncClient, charger_id: str, simnet: Simnet | None = None
+) -> str:
+    """An invoice-stream session that ended with 6 sat paid and not used; its id."""
+    simnet = simnet or server.app.state.lightning.simnet
+    created = await surplus_session(server.http_url, server.ocpp_url, api, charger_id, simnet)
     return str(created["id"])
 
 
