@@ -554,7 +554,9 @@ async def events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> Response:
-    """The session's events for the page's EventSource (authenticated by the session's cookie)."""
+    """The session's events for the page's EventSource (authenticated by the session's cookie). The
+    stream ends with ``closed``, or, when the session closed with change to take back, with the
+    ``refunded`` that follows the withdraw (so the receipt on the screen shows it)."""
     try:
         session, _, _ = await _driver_session(request, session_id)
     except NotYours:
@@ -570,7 +572,7 @@ async def events(
                 yield ": keep-alive\n\n"
                 continue
             yield sse(event, session.id)
-            if event.kind == "closed":
+            if event.kind == "refunded" or (event.kind == "closed" and not event.data.get("refundable_msat")):
                 return
 
     return StreamingResponse(

@@ -77,6 +77,9 @@ async def test_prepay_from_the_sticker_charge_and_withdraw_from_the_receipt(
         assert received.amount_paid_msat == withdraw["maxWithdrawable"]
         with pytest.raises(LnurlRefused, match="already withdrawn"):
             await wallet.scan(withdraw_href)
+        # the receipt on the screen shows the refund as it is paid, without a reload
+        await expect(page.locator("#receipt-refunded")).to_be_visible(timeout=20_000)
+        await expect(page.locator("#withdraw-qr")).to_have_count(0)
         await page.reload()
         await expect(page.locator("#receipt-refunded")).to_be_visible()
         await expect(page.locator("#withdraw-qr")).to_have_count(0)

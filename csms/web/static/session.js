@@ -130,11 +130,16 @@
     ["started", "meter", "ended"].forEach((kind) => source.addEventListener(kind, meter));
     ["invoice", "paid", "suspended", "resumed", "stopping", "anomaly"].forEach((kind) =>
       source.addEventListener(kind, () => refresh()));
-    source.addEventListener("closed", async () => {
-      source.close();
+    source.addEventListener("closed", async (event) => {
+      if (!JSON.parse(event.data).refundable_msat) source.close();  // else: until the change is taken
       await refresh();
       await showReceipt();
     });
+    ["refunded", "refund_failed"].forEach((kind) => source.addEventListener(kind, async () => {
+      if (kind === "refunded") source.close();
+      await refresh();
+      await showReceipt();
+    }));
   }
 
   $("copy").addEventListener("click", async () => {
@@ -147,5 +152,5 @@
 
   show(state);
   draw();
-  if (!state.closed) follow();
+  if (!state.closed || state.refundable_msat > 0) follow();  // a receipt with change: until it is taken
 })();
