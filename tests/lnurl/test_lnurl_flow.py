@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from csms import lnurl
 from csms.db.engine import create_engine, create_session_factory
 from csms.db.models import ChargingSession, Refund, SessionEvent
+from csms.settlement.refunds import WITHDRAW_WINDOW
 from csms.web import qr
 from csms.web.stickers import plan
 from lightning.errors import InvalidRequest
@@ -542,6 +544,27 @@ async def test_an_invoice_someone_else_paid_and_a_payment_to_an_expired_prepayme
         closed = await wait_for(lambda: _closed(api, session["id"]))
         assert closed["outcome"] == "not_started" and closed["paid_msat"] == 0
         assert cp.recorder.of("RemoteStartTransaction") == []
+
+
+async def test_a_withdraw_link_past_its_window_is_refused_and_moves_nothing(
+    server: RunningServer, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired k1: the receipt's link, used more than 30 days after the session ended, gets an LNURL
+    error at both steps, and nothing is paid."""
+    session_id = await _ended_with_surplus(server, api, "CP-late")
+    k1 = server.app.state.settlement.withdraw_k1(session_id)
+    link = lnurl.lightning_uri(f"{server.http_url}/lnurlw/{session_id}?k1={k1}")
+    async with wallet_of(server, "car2") as wallet:
+        offer = await wallet.scan(link)  # fetched in time...
+        later = datetime.now(UTC) + WITHDRAW_WINDOW + timedelta(days=1)
+        monkeypatch.setattr(server.app.state.refunds, "clock", lambda: later)  # ...used 31 days on
+        with pytest.raises(LnurlRefused, match="this withdraw link has expired"):
+            await wallet.scan(link)
+        invoice = await wallet.node.create_invoice(6_000, "", 3600)
+        with pytest.raises(LnurlRefused, match="this withdraw link has expired"):
+            await wallet.submit(offer, invoice.bolt11)
+        assert await refunds_of(server) == []
+        assert (await wallet.node.lookup_invoice(invoice.payment_hash)).amount_paid_msat == 0
 
 
 @pytest.mark.parametrize("charger_id", ["CP-sticker", "CP#7+x"])  # '#' and '+' are quoted in URLs
