@@ -59,7 +59,6 @@ from csms.settlement.metrics import SettlementMetrics
 from csms.settlement.metrics import now as monotonic_now
 from csms.settlement.session import (
     Invoice,
-    InvoiceKind,
     InvoiceStatus,
     SessionSettlement,
     UnknownInvoiceError,
@@ -832,24 +831,7 @@ class SettlementEngine:
             unit, number, decision.key, type(decision).__name__, jsonable(decision), now
         )
         if isinstance(decision, policy.IssueInvoice | policy.IssueFinalInvoice):
-            self._stage_invoice_row(
-                unit,
-                number,
-                Invoice(
-                    key=decision.key,
-                    seq=decision.seq,
-                    kind=InvoiceKind.FINAL
-                    if isinstance(decision, policy.IssueFinalInvoice)
-                    else InvoiceKind.INCREMENT,
-                    energy_wh=decision.energy_wh,
-                    price_msat_per_kwh=decision.price_msat_per_kwh,
-                    fee_msat=decision.fee_msat,
-                    amount_msat=decision.amount_msat,
-                    status=InvoiceStatus.OPEN,
-                    created_at=decision.at,
-                    expires_at=decision.expires_at,
-                ),
-            )
+            self._stage_invoice_row(unit, number, policy.issued_invoice(decision))
         elif isinstance(decision, policy.ExpireInvoice | policy.CancelInvoice | policy.CancelDeposit):
             status = "expired" if isinstance(decision, policy.ExpireInvoice) else "canceled"
             unit.add(RETIRE_INVOICE, {"b_key": decision.invoice_key, "status": status})

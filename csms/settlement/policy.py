@@ -441,26 +441,29 @@ def _close(
 # -- applying decisions ------------------------------------------------------------------------------
 
 
+def issued_invoice(decision: IssueInvoice | IssueFinalInvoice) -> Invoice:
+    """The open invoice an issuing decision records."""
+    return Invoice(
+        key=decision.key,
+        seq=decision.seq,
+        kind=InvoiceKind.FINAL if isinstance(decision, IssueFinalInvoice) else InvoiceKind.INCREMENT,
+        energy_wh=decision.energy_wh,
+        price_msat_per_kwh=decision.price_msat_per_kwh,
+        fee_msat=decision.fee_msat,
+        amount_msat=decision.amount_msat,
+        status=InvoiceStatus.OPEN,
+        created_at=decision.at,
+        expires_at=decision.expires_at,
+    )
+
+
 def apply_decision(state: SessionSettlement, decision: Decision) -> SessionSettlement:
     """The state after ``decision``'s effect is recorded. A decision already applied changes nothing."""
     match decision:
         case IssueInvoice() | IssueFinalInvoice():
             if any(i.key == decision.key for i in state.invoices):
                 return state
-            kind = InvoiceKind.FINAL if isinstance(decision, IssueFinalInvoice) else InvoiceKind.INCREMENT
-            invoice = Invoice(
-                key=decision.key,
-                seq=decision.seq,
-                kind=kind,
-                energy_wh=decision.energy_wh,
-                price_msat_per_kwh=decision.price_msat_per_kwh,
-                fee_msat=decision.fee_msat,
-                amount_msat=decision.amount_msat,
-                status=InvoiceStatus.OPEN,
-                created_at=decision.at,
-                expires_at=decision.expires_at,
-            )
-            return replace(state, invoices=(*state.invoices, invoice))
+            return replace(state, invoices=(*state.invoices, issued_invoice(decision)))
         case ExpireInvoice():
             return _set_status(state, decision.invoice_key, InvoiceStatus.EXPIRED)
         case CancelInvoice():
