@@ -6,8 +6,6 @@ follow it with the session token; payers see the sessions of their id tags; the 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -19,6 +17,7 @@ from sqlalchemy import select
 
 from csms.api.access import Principal, caller_of, new_token, principal_of
 from csms.api.chargers import FAILURE_STATUS
+from csms.api.csv_export import csv_response
 from csms.api.deps import registry_of, service_of
 from csms.api.document import ANY_TOKEN, NO_CREDENTIALS, TOKEN_QUERY, errors
 from csms.api.problems import Problem
@@ -598,11 +597,7 @@ async def ledger(
                 entry["node_state"] = f"unknown: {type(exc).__name__}"
         entries.append(entry)
     if format == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=LEDGER_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(entries)
-        writer.writerows(
+        refund_lines = (
             {
                 **REFUND_ROW,
                 "key": r["key"],
@@ -614,11 +609,7 @@ async def ledger(
             }
             for r in refunds
         )
-        return Response(
-            buffer.getvalue(),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="satwatt-{session.id}.csv"'},
-        )
+        return csv_response([*entries, *refund_lines], LEDGER_COLUMNS, f"satwatt-{session.id}.csv")
     summary = session_out(session, settlement, refunded).model_dump(mode="json")
     mismatches = [
         e["key"]

@@ -1,0 +1,35 @@
+"""CSV downloads: a header row of column names, one row per record, sent as a named attachment.
+
+Used by the session ledger (``/api/v1/sessions/{id}/ledger?format=csv``) and the operator's ledger
+(``/api/v1/ledger?format=csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fastapi import Response
+
+#: Characters a download's file name keeps; any other becomes "-" (no quotes, no path, no header tricks).
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_filename(name: str) -> str:
+    return _UNSAFE.sub("-", name)
+
+
+def csv_response(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], filename: str) -> Response:
+    """The rows as CSV under ``columns`` (keys not among them are left out, missing ones left empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{safe_filename(filename)}"'},
+    )
