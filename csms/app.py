@@ -15,7 +15,7 @@ from sqlalchemy import text
 from starlette.types import Message, Receive, Scope, Send
 
 from csms import __version__, collector, web
-from csms.api import chargers, docs_pages, id_tags, payers, problems, sessions, tariffs
+from csms.api import chargers, docs_pages, id_tags, ledger, payers, problems, sessions, tariffs
 from csms.api import lnurl as lnurl_api
 from csms.charging.plausibility import REASONS, Limits
 from csms.charging.service import ChargingService
@@ -235,6 +235,7 @@ def create_app(settings: Settings, api_key: ApiKey | None = None) -> FastAPI:
     docs_pages.install(app)
     app.include_router(chargers.router)
     app.include_router(sessions.router)
+    app.include_router(ledger.router)
     app.include_router(id_tags.router)
     app.include_router(tariffs.router)
     app.include_router(payers.router)

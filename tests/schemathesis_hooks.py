@@ -10,6 +10,7 @@ JSON Schema cannot express:
 * A command or a password the connected charger's OCPP version cannot carry (a 2.0.1-only trigger to a
   1.6 charger, a password over 1.6's 20 characters) is refused: 422 with reason ``invalid``, or the
   password's length in ``errors``.
+* The ledger's window: ``since`` must be before ``until`` (which is now when left out).
 
 ``filter_body`` keeps generated bodies within the window rules; ``filter_failure`` accepts a 422 that
 refuses a request for one of these rules and for nothing else.
@@ -82,6 +83,7 @@ DOCUMENTED_REFUSALS = (
     (re.compile(r"schedule\.zone"), re.compile(r"unknown time zone .*")),
     (re.compile(r"tariff_id"), re.compile(r"no such tariff")),
     (re.compile(r"password"), re.compile(r"at most \d+ characters")),
+    (re.compile(r"since"), re.compile(r"must be before until \(.*\)")),
 )
 
 

@@ -71,3 +71,12 @@ async def principal_of(request: Request, token: str | None = None) -> Principal:
 async def caller_of(request: Request) -> Principal:
     """FastAPI dependency: the caller, from ``Authorization: Bearer`` only (tokens stay out of URLs)."""
     return await principal_of(request)
+
+
+async def operator_of(request: Request) -> Principal:
+    """FastAPI dependency for what only the operator may see, told apart from no credentials: none is
+    401, a payer's or a driver's token (or any other) is 403."""
+    caller = await principal_of(request)
+    if caller.kind != "operator":
+        raise Problem(403, "Forbidden", "only the operator's API key gives access here")
+    return caller
