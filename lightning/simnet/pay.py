@@ -49,9 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the most routing fee to pay (default: 3%% of the amount, at least 2000 msat)",
     )
-    p.add_argument(
-        "--amount-msat", type=int, default=None, help="the amount, for an invoice that names none"
-    )
+    p.add_argument("--amount-msat", type=int, default=None, help="the amount, for an invoice that names none")
     p.add_argument("--timeout", type=int, default=30, help="seconds the payment may take (default: 30)")
     return p
 
