@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from csms import lnurl
+from csms.api.csv_export import csv_response
 from lightning.errors import PaymentFailed
 from tests.conftest import RunningServer
 from tests.lnurl.test_deposit_flow import DEPOSIT
@@ -311,3 +312,22 @@ async def test_the_export_is_the_operators_and_refuses_a_bad_window(
     # the edges of the calendar: clamped to what UTC can hold, never an error
     widest = await export(api, since="0001-01-01T00:00:00+05:00", until="9999-12-31T23:59:59-05:00")
     assert widest["movements"] == [] and widest["since"].startswith("0001-01-01T00:00:00")
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_kept_as_text() -> None:
+    rows = [
+        {"charger_id": "=HYPERLINK(1)", "amount_msat": -5},
+        {"charger_id": "+CP", "amount_msat": 6_000},
+        {"charger_id": "-CP", "amount_msat": 0},
+        {"charger_id": "@CP", "amount_msat": 1},
+        {"charger_id": "CP-1", "amount_msat": 2},
+    ]
+    response = csv_response(rows, ("charger_id", "amount_msat"), "x.csv")
+    assert bytes(response.body).decode().splitlines() == [
+        "charger_id,amount_msat",
+        "'=HYPERLINK(1),-5",  # numbers stay numbers
+        "'+CP,6000",
+        "'-CP,0",
+        "'@CP,1",
+        "CP-1,2",
+    ]

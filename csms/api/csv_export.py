@@ -18,8 +18,20 @@ from fastapi import Response
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+#: What a spreadsheet reads as the start of a formula in a cell (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def safe_filename(name: str) -> str:
     return _UNSAFE.sub("-", name)
+
+
+def cell(value: Any) -> Any:
+    """A value as a CSV cell: text a spreadsheet would run as a formula (a charger id may start with
+    ``+``, ``-`` or ``@``) is prefixed with ``'``, which spreadsheets show as text; numbers are kept."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def csv_response(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], filename: str) -> Response:
@@ -27,7 +39,7 @@ def csv_response(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], file
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({name: cell(value) for name, value in row.items()} for row in rows)
     return Response(
         buffer.getvalue(),
         media_type="text/csv",
