@@ -97,6 +97,34 @@ async def test_the_issue_16_transaction_ends_on_its_plausible_readings(
     assert counts[FROM_THE_FUTURE] == counts[REGISTER_OUT_OF_RANGE] == 0
 
 
+async def test_an_implausible_16_meter_stop_repeated_in_its_transaction_data_is_flagged_once(
+    server: RunningServer, api: httpx.AsyncClient
+) -> None:
+    """A StopTransaction whose meterStop is also its Transaction.End sample: below the previous reading,
+    the register is flagged once, as that sample (not again as the meterStop), and not taken."""
+    await register(api, "CP-low-stop16")
+    async with connect_charger(server.ocpp_url, "CP-low-stop16", "1.6") as cp:
+        start = await cp.call(
+            call16.StartTransaction(connector_id=1, id_tag="T", meter_start=1000, timestamp=at(0))
+        )
+        tx = start.transaction_id
+        await cp.call(
+            call16.MeterValues(connector_id=1, transaction_id=tx, meter_value=[register_16("1500", at(60))])
+        )
+        end = register_16("1.2", at(120), "kWh")
+        end["sampledValue"][0]["context"] = "Transaction.End"
+        stop = call16.StopTransaction(
+            meter_stop=1200, timestamp=at(120), transaction_id=tx, transaction_data=[end]
+        )
+        assert await cp.call(stop) is not None
+    detail = await only_session(api, "CP-low-stop16")
+    assert detail["state"] == "ended" and detail["energy_wh"] == 500
+    assert detail["meter_stop_wh"] is None
+    flagged = [(p["register_wh"], p["anomaly"]) for p in detail["meter_series"] if p["anomaly"]]
+    assert flagged == [(1200, REGISTER_DECREASED)]
+    assert (await anomaly_counts(api))[REGISTER_DECREASED] == 1
+
+
 async def test_a_201_register_of_10_to_the_18_wh_is_not_energy(
     server: RunningServer, api: httpx.AsyncClient
 ) -> None:

@@ -885,9 +885,9 @@ class ChargingService:
         plausible: list[Reading],
         flagged: list[str],
     ) -> bool:
-        """Judge the register a transaction ended on: a 1.6 meterStop here; a 2.0.1 one is one of the
-        Ended event's meter values (``meter_stop_at``), already judged with them (``plausible``), so it
-        is neither judged nor flagged a second time."""
+        """Judge the register a transaction ended on: a 1.6 meterStop here, unless it is also one of the
+        message's meter values (``meter_stop_at``: 2.0.1's final reading always is), already judged with
+        them (``plausible``), so it is neither judged nor flagged a second time."""
         if message.meter_stop_at is None:
             return self._plausible_register(unit, session, "meterStop", register_wh, message, flagged)
         return any(
