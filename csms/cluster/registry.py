@@ -107,6 +107,10 @@ class ClusterRegistry(ConnectionRegistry):
                 except BaseException:
                     self.ownership.give_up(charger_id)  # not loaded: the next connection claims it afresh
                     raise
+                if not self.ownership.holds(charger_id) and self.on_released is not None:
+                    # released while loading (another process took it over): forget what was loaded
+                    # (the release request left that to this claim, not to run alongside the load)
+                    await self.on_released(charger_id)
             done.set_result(None)
         except BaseException as exc:
             done.set_exception(exc)
@@ -128,13 +132,20 @@ class ClusterRegistry(ConnectionRegistry):
         if connection is not None:
             log.info("%s: %s; closing this connection", charger_id, REPLACED)
             await self._close(connection, REPLACED)
-        if held and self.on_released is not None:
-            await self.on_released(charger_id)
+        if held and self.on_released is not None and charger_id not in self._claiming:
+            await self.on_released(charger_id)  # (a claim under way here forgets it when its load is done)
         return held
 
-    async def register(self, connection: ChargerConnection) -> None:
+    async def register(self, connection: ChargerConnection) -> bool:
+        """Claim the charger, then make ``connection`` its connection here; unless another process took
+        the charger over while the claim loaded it: then the connection is closed (False), as a release
+        would have closed it had it been registered."""
         await self.claim(connection.charger_id, connected=True, protocol=connection.version)
-        await super().register(connection)
+        if not self.ownership.holds(connection.charger_id):
+            log.info("%s: %s while this one connected; closing it", connection.charger_id, REPLACED)
+            await self._close(connection, REPLACED)
+            return False
+        return await super().register(connection)  # (registered before its first await: no release between)
 
     def unregister(self, connection: ChargerConnection) -> bool:
         gone = super().unregister(connection)

@@ -83,13 +83,15 @@ class ConnectionRegistry:
         """When each connected charger last sent a message."""
         return {c.charger_id: c.last_message_at for c in self._connections.values()}
 
-    async def register(self, connection: ChargerConnection) -> None:
-        """Make ``connection`` the charger's connection, closing any older one."""
+    async def register(self, connection: ChargerConnection) -> bool:
+        """Make ``connection`` the charger's connection, closing any older one. False when it was closed
+        instead (cluster mode: another process took the charger over meanwhile)."""
         older = self._connections.get(connection.charger_id)
         self._connections[connection.charger_id] = connection
         if older is not None:
             log.info("%s: newer connection replaces the older one", connection.charger_id)
             await self._close(older, "replaced by a newer connection")
+        return True
 
     async def drop(self, charger_id: str, reason: str) -> None:
         """Close a charger's connection (e.g. the charger was removed from the registry)."""

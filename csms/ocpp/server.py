@@ -176,7 +176,8 @@ async def ocpp_endpoint(context: OcppContext, websocket: WebSocket, charger_id: 
     client = websocket.client
     remote = f"{client.host}:{client.port}" if client else None
     connection = ChargerConnection(charger_id, version, adapter, rpc, transport, remote)
-    await context.registry.register(connection)
+    if not await context.registry.register(connection):
+        return  # closed: another satwatt process took the charger over while this one claimed it
     await context.service.charger_connected(charger_id, version, remote)
     log.info("%s: connected with OCPP %s from %s", charger_id, version, remote)
     try:
