@@ -47,10 +47,6 @@ class TransactionMessage:
     id_tag: str | None = None
     meter_start_wh: int | None = None
     meter_stop_wh: int | None = None  # 1.6 meterStop; 2.0.1: the Ended event's final register reading
-    # when meter_stop_wh is the register of one of meter_values (2.0.1's final reading; a 1.6 meterStop
-    # repeated in transactionData), that value's timestamp: it is judged with the other meter values, not
-    # a second time as a meterStop
-    meter_stop_at: datetime | None = None
     meter_values: tuple[MeterValue, ...] = ()
     seq_no: int | None = None
     trigger_reason: str | None = None

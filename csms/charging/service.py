@@ -645,19 +645,19 @@ class ChargingService:
             account.start(start_wh, message.timestamp)
         if message.connector_id is not None and session.connector_id is None:
             session.connector_id = message.connector_id
-        plausible: list[Reading] = []
+        judged: dict[int, bool] = {}
         changed = self._add_meter_values(
             unit,
             session,
             message.meter_values,
             source=f"tx.{message.kind}",
             flagged=flagged,
-            plausible=plausible,
+            judged=judged,
         )
         if message.kind == "ended" and not account.closed:
             meter_stop_wh = message.meter_stop_wh
             if meter_stop_wh is not None and not self._plausible_stop(
-                unit, session, meter_stop_wh, message, plausible, flagged
+                unit, session, meter_stop_wh, message, judged, flagged
             ):
                 meter_stop_wh = None  # kept as received in the transaction event (and anomaly or sample)
             self._end(session, meter_stop_wh, message.timestamp, message.stop_reason)
@@ -787,12 +787,13 @@ class ChargingService:
         *,
         source: str,
         flagged: list[str],
-        plausible: list[Reading] | None = None,
+        judged: dict[int, bool] | None = None,
     ) -> bool:
         """Store each meter value and apply the plausible ones to the session (an implausible one is
         stored flagged, logged as an ``anomaly`` event and never applied, see
         :mod:`csms.charging.plausibility`); True when the session changed. The reasons of new
-        anomalies are added to ``flagged``, the plausible readings to ``plausible`` when given."""
+        anomalies are added to ``flagged``; each energy register read, with whether some reading of it
+        was plausible, to ``judged`` when given."""
         values = sorted(values, key=lambda v: v.timestamp)
         if not values:
             return False
@@ -824,6 +825,10 @@ class ChargingService:
                 anomaly,
                 digest,
             )
+            if judged is not None and reading.energy_register_wh is not None:
+                judged[reading.energy_register_wh] = judged.get(reading.energy_register_wh, False) or (
+                    anomaly is None
+                )
             if anomaly is None:
                 readings.append(reading)
             elif fresh:
@@ -831,8 +836,6 @@ class ChargingService:
                     unit, session, "sample", source, reading.timestamp, reading.energy_register_wh,
                     reading.power_w, anomaly, now, flagged,
                 )  # fmt: skip
-        if plausible is not None:
-            plausible.extend(readings)
         changed = False
         for reading in readings:
             if reading.energy_register_wh is not None and account.apply(
@@ -882,17 +885,16 @@ class ChargingService:
         session: LiveSession,
         register_wh: int,
         message: TransactionMessage,
-        plausible: list[Reading],
+        judged: dict[int, bool],
         flagged: list[str],
     ) -> bool:
-        """Judge the register a transaction ended on: a 1.6 meterStop here, unless it is also one of the
-        message's meter values (``meter_stop_at``: 2.0.1's final reading always is), already judged with
-        them (``plausible``), so it is neither judged nor flagged a second time."""
-        if message.meter_stop_at is None:
-            return self._plausible_register(unit, session, "meterStop", register_wh, message, flagged)
-        return any(
-            r.timestamp == message.meter_stop_at and r.energy_register_wh == register_wh for r in plausible
-        )
+        """Judge the register a transaction ended on. When it is also one of the message's meter values
+        (2.0.1's final reading always is; a 1.6 meterStop often repeats its Transaction.End sample) it
+        was judged with them (``judged``), so it is neither judged nor flagged a second time; else it is
+        judged here as a meterStop."""
+        if register_wh in judged:
+            return judged[register_wh]
+        return self._plausible_register(unit, session, "meterStop", register_wh, message, flagged)
 
     @staticmethod
     def _stage_anomaly(

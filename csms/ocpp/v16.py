@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any, ClassVar
 
 from csms import jsoncodec
 from csms.charging import commands as cmd
-from csms.charging.events import Authorization, BootInfo, ConnectorStatus, MeterValue, TransactionMessage
-from csms.charging.metering import normalise
+from csms.charging.events import Authorization, BootInfo, ConnectorStatus, TransactionMessage
 from csms.ocpp.adapter import ProtocolAdapter
 from csms.ocpp.rpc import HandlerResult
 
@@ -28,18 +26,6 @@ def _id_tag_info(authorization: Authorization) -> dict[str, Any]:
     if authorization.parent_id_tag:
         info["parentIdTag"] = authorization.parent_id_tag[:20]
     return info
-
-
-def _sample_of_register(values: tuple[MeterValue, ...], register_wh: int) -> datetime | None:
-    """When a StopTransaction's transactionData carries the meterStop register itself (its Transaction.End
-    sample, usually), that reading's timestamp: the register is then judged once, as that sample, not a
-    second time as the meterStop. None when no reading has it."""
-    found = [
-        value.timestamp
-        for value in values
-        if normalise(value.timestamp, value.sampled_values).energy_register_wh == register_wh
-    ]
-    return max(found) if found else None
 
 
 class V16Adapter(ProtocolAdapter):
@@ -106,7 +92,6 @@ class V16Adapter(ProtocolAdapter):
         )
 
     async def on_StopTransaction(self, payload: dict[str, Any]) -> HandlerResult:
-        meter_values = self.meter_values(payload.get("transactionData"))
         outcome = await self.service.transaction(
             self.charger_id,
             TransactionMessage(
@@ -117,8 +102,7 @@ class V16Adapter(ProtocolAdapter):
                 ocpp_transaction_id=str(payload["transactionId"]),
                 id_tag=payload.get("idTag"),
                 meter_stop_wh=payload["meterStop"],
-                meter_stop_at=_sample_of_register(meter_values, payload["meterStop"]),
-                meter_values=meter_values,
+                meter_values=self.meter_values(payload.get("transactionData")),
                 stop_reason=payload.get("reason", "Local"),
             ),
         )

@@ -7,7 +7,6 @@ profile); the EVSE's physical connector is kept as ``plug_id``.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any, ClassVar
 
 from csms.charging import commands as cmd
@@ -59,9 +58,9 @@ def _token_info(authorization: Authorization) -> dict[str, Any]:
     return info
 
 
-def _final_register(values: tuple[MeterValue, ...]) -> tuple[int, datetime] | None:
-    """The register (integer Wh) an Ended event's meter values end on, and its timestamp: the latest
-    Transaction.End reading, else the latest reading with an energy register; None without one."""
+def _final_register(values: tuple[MeterValue, ...]) -> int | None:
+    """The register (integer Wh) an Ended event's meter values end on: the latest Transaction.End
+    reading, else the latest reading with an energy register; None without one."""
     readings = [
         reading
         for value in values
@@ -71,8 +70,7 @@ def _final_register(values: tuple[MeterValue, ...]) -> tuple[int, datetime] | No
     if not final:
         return None
     reading = max(reversed(final), key=lambda r: r.timestamp)  # of equal timestamps, the last sent
-    assert reading.energy_register_wh is not None
-    return reading.energy_register_wh, reading.timestamp
+    return reading.energy_register_wh
 
 
 def _component_variable(key: str) -> dict[str, Any]:
@@ -141,7 +139,6 @@ class V201Adapter(ProtocolAdapter):
         evse = payload.get("evse") or {}
         meter_values = self.meter_values(payload.get("meterValue"))
         ended = payload["eventType"] == "Ended"
-        stop = _final_register(meter_values) if ended else None
         message = TransactionMessage(
             kind={"Started": "started", "Updated": "updated", "Ended": "ended"}[payload["eventType"]],  # type: ignore[arg-type]
             timestamp=self.timestamp(payload),
@@ -150,8 +147,7 @@ class V201Adapter(ProtocolAdapter):
             ocpp_transaction_id=info["transactionId"],
             connector_id=evse.get("id"),
             id_tag=id_tag,
-            meter_stop_wh=stop[0] if stop else None,
-            meter_stop_at=stop[1] if stop else None,
+            meter_stop_wh=_final_register(meter_values) if ended else None,
             meter_values=meter_values,
             seq_no=payload["seqNo"],
             trigger_reason=payload["triggerReason"],
