@@ -246,7 +246,7 @@ def _command(body: CommandBody, session_transaction: str | None) -> cmd.Command:
     raise AssertionError(body)
 
 
-FAILURE_STATUS = {"not_connected": 409, "timeout": 504, "call_error": 502, "invalid": 422}
+FAILURE_STATUS = {"not_connected": 409, "timeout": 504, "call_error": 502, "invalid": 422, "ended": 409}
 
 
 @router.post(

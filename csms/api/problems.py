@@ -31,7 +31,7 @@ class ProblemBody(BaseModel):
     reason: str | None = Field(
         default=None,
         description="Why a command to a charger failed: not_connected, timeout, call_error, invalid; "
-        "or why a session cannot start: not_connected, busy.",
+        "or why a session cannot start: not_connected, busy; or why a top-up cannot be made: ended.",
     )
 
 

@@ -400,19 +400,14 @@ async def top_up(
         try:
             key = await _engine(request).top_up(session.number, amount_msat, description_hash)
         except ValueError as exc:  # ended (or stopping) since the row above was read
-            raise Problem(409, "Session not running", str(exc)) from None
+            raise Problem(409, "Session not running", str(exc), reason="ended") from None
     else:  # cluster mode: the process holding the charger holds the session's state
         payload = {
             "session": session.number,
             "amount_msat": amount_msat,
             "description_hash": description_hash.hex() if description_hash is not None else "",
         }
-        try:
-            key = await _on_owner(registry, session.charger_id, "top_up", payload)
-        except Problem as exc:
-            if exc.extra.get("reason") != "invalid":
-                raise
-            raise Problem(409, "Session not running", exc.detail) from None
+        key = await _on_owner(registry, session.charger_id, "top_up", payload)  # ended there: 409
     async with request.app.state.service.db() as db:
         invoice = await db.scalar(select(LightningInvoice).where(LightningInvoice.key == key))
     if invoice is None or invoice.bolt11 is None:

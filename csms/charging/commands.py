@@ -125,7 +125,7 @@ class CommandFailed(Exception):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason  # not_connected | timeout | call_error | invalid
+        self.reason = reason  # not_connected | timeout | call_error | invalid | ended (at its owner)
 
 
 class ChargerNotConnected(CommandFailed):

@@ -47,6 +47,7 @@ COMMAND_FAILURES = {
     "timeout": "timeout",
     "call_error": "call_error",
     "invalid": "invalid",
+    "ended": "ended",  # the session a request was for has ended at its owner
 }
 REPLACED = "connected to another satwatt process"
 

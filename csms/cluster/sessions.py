@@ -63,7 +63,7 @@ class OwnerSessions:
                 bytes.fromhex(hash_hex) if hash_hex else None,
             )
         except ValueError as exc:
-            raise RemoteFailure("invalid", str(exc)) from None
+            raise RemoteFailure("ended", str(exc)) from None
 
     async def _stop_pending(self, payload: dict[str, Any]) -> None:
         async with self.service.db() as db:
