@@ -28,6 +28,10 @@ EVENT_KINDS = (
 )  # fmt: skip
 
 
+def _row(session_number: int, kind: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {"session_number": session_number, "kind": kind, "data": data, "created_at": at}
+
+
 @dataclass(frozen=True)
 class LoggedEvent:
     id: int
@@ -44,7 +48,7 @@ class SessionEventLog:
     @staticmethod
     def stage(unit: Unit, session_number: int, kind: str, data: dict[str, Any], at: datetime) -> None:
         """Add an entry to a group-commit unit; call :meth:`notify` after it commits."""
-        unit.add(_INSERT, {"session_number": session_number, "kind": kind, "data": data, "created_at": at})
+        unit.add(_INSERT, _row(session_number, kind, data, at))
 
     @staticmethod
     async def add(
@@ -52,9 +56,7 @@ class SessionEventLog:
     ) -> None:
         """Add an entry in ``db``'s transaction (for a fact recorded outside the group-commit writer);
         call :meth:`notify` after it commits."""
-        await db.execute(
-            _INSERT, [{"session_number": session_number, "kind": kind, "data": data, "created_at": at}]
-        )
+        await db.execute(_INSERT, [_row(session_number, kind, data, at)])
 
     def notify(self, session_number: int) -> None:
         """Wake the readers of one session (only they look at the database again)."""
